@@ -1,0 +1,34 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
+OUT    ?= runs/demo
+
+.PHONY: demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) -e '.[test]'
+	touch $@
+
+# The main job: train the zoo on first use (cached in $$WBC_ROBUST_HOME), attack every model with
+# FGSM and PGD on the in-distribution and OOD test splits, and print the leaderboard.
+demo: $(VENV)/.installed
+	$(BIN)/wbc-robust run --models all --attacks fgsm,pgd --out $(OUT)
+	$(BIN)/wbc-robust leaderboard --out $(OUT) --write $(OUT)/LEADERBOARD.md
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check robustbench_wbc tests attacks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""An example robustbench-wbc plugin: one attack, registered by importing ``.attacks``."""

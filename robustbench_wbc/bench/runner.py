@@ -1,0 +1,271 @@
+"""Running a matrix of cells: plan, skip what is done, evaluate, commit each cell atomically."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from robustbench_wbc.attacks.base import ATTACKS, ThreatModelViolation, build_attack, perturbation_norms
+from robustbench_wbc.bench.cells import CLEAN, Cell
+from robustbench_wbc.bench.store import ResultStore
+from robustbench_wbc.data.splits import SPLITS, SplitData
+from robustbench_wbc.metrics import correct, segmentation_scores
+from robustbench_wbc.models.card import ModelCard
+from robustbench_wbc.models.hub import load_model, read_card, versions
+from robustbench_wbc.models.zoo import MODELS
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 128
+
+
+def default_target(family: str) -> str:
+    """The head an attack aims at by default: the class logits, or the masks for a U-Net."""
+    return "seg" if family == "unet" else "cls"
+
+
+def git_sha() -> str:
+    """Gives the source tree's git commit, or ``""`` outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def plan(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str],
+         eps: Sequence[float] | None, n_images: int | None, seed: int,
+         cards: dict[str, ModelCard]) -> list[Cell]:
+    """Gives every cell of the matrix: a clean cell per (model, split), then attack × eps."""
+    cells: list[Cell] = []
+    for m in models:
+        card = cards[m]
+        for s in splits:
+            split_def = SPLITS.get(s)
+            n = split_def.default_n if n_images is None else min(n_images, split_def.default_n)
+            cells.append(Cell(m, s, CLEAN, 0.0, "none", seed, n, card.weights_sha256))
+            for a in attacks:
+                entry = ATTACKS.get(a)
+                for e in (entry.default_eps if eps is None else eps):
+                    spec = entry.spec(e, default_target(card.family))
+                    cells.append(Cell(m, s, a, spec.eps, spec.target, seed, n, card.weights_sha256,
+                                      spec.norm, spec.backend, dict(spec.params)))
+    return cells
+
+
+@dataclass
+class CellResult:
+    """What evaluating a cell gives: tidy rows and per-sample outcomes."""
+
+    cell: Cell
+    status: str
+    rows: pd.DataFrame
+    samples: pd.DataFrame | None = None
+    reason: str = ""
+
+
+@dataclass
+class Context:
+    """What a worker keeps between cells: loaded models and splits, clean outputs."""
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    models: dict[str, tuple[torch.nn.Module, ModelCard]] = field(default_factory=dict)
+    splits: dict[tuple[str, int, int], SplitData] = field(default_factory=dict)
+    clean: dict[tuple[str, str, int], dict[str, torch.Tensor]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=versions)
+    git_sha: str = field(default_factory=git_sha)
+
+    def model(self, model_id: str):
+        if model_id not in self.models:
+            self.models[model_id] = load_model(model_id)
+        return self.models[model_id]
+
+    def split(self, name: str, n: int, size: int) -> SplitData:
+        key = (name, n, size)
+        if key not in self.splits:
+            self.splits[key] = SPLITS.get(name).load(n, size)
+        return self.splits[key]
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.eval()  # never score with batch statistics, whatever an attack library left behind
+    outs: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(images), BATCH_SIZE):
+        for k, v in model(images[i:i + BATCH_SIZE]).items():
+            outs.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in outs.items()}
+
+
+def _check_outputs(out: dict[str, torch.Tensor], n: int, num_classes: int, size: int) -> None:
+    """Refuses outputs that cannot be scored: wrong shape, or non-finite."""
+    for head, v in out.items():
+        if head == "logits" and tuple(v.shape) != (n, num_classes):
+            raise ValueError(f"head 'logits' has shape {tuple(v.shape)}, expected {(n, num_classes)}")
+        if head == "mask" and (v.ndim != 4 or v.shape[0] != n or tuple(v.shape[-2:]) != (size, size)):
+            raise ValueError(f"head 'mask' has shape {tuple(v.shape)}, expected ({n}, 3, {size}, {size})")
+        if not torch.isfinite(v).all():
+            raise ValueError(f"head {head!r} returned non-finite values")
+
+
+def evaluate_cell(cell: Cell, ctx: Context) -> CellResult:
+    """Evaluates one cell; attack failures and budget violations become its status, not a crash."""
+    t0 = time.perf_counter()
+    model, card = ctx.model(cell.model)
+    data = ctx.split(cell.split, cell.n_images, card.image_size)
+    key = (cell.model, cell.split, cell.n_images)
+    try:
+        if key not in ctx.clean:
+            ctx.clean[key] = _predict(model, data.images)
+            _check_outputs(ctx.clean[key], len(data), len(card.classes), card.image_size)
+        clean = ctx.clean[key]
+        samples = {"index": torch.arange(len(data)), "label": data.labels}
+        metrics: dict[str, float] = {}
+        if "logits" in clean:
+            clean_ok = correct(clean["logits"], data.labels)
+            samples["clean_pred"] = clean["logits"].argmax(1)
+            metrics["accuracy"] = clean_ok.float().mean().item()
+        if "mask" in clean:
+            for k, v in segmentation_scores(clean["mask"], data.masks.long()).items():
+                samples[f"clean_{k}"] = v
+                metrics[k] = v.mean().item()
+        if not cell.is_clean:
+            metrics = _attack_metrics(cell, model, data, clean, samples)
+    except ThreatModelViolation as exc:
+        return _failed(cell, card, ctx, "invalid", f"threat model violated: {exc}", t0)
+    except Exception as exc:  # a failing model or attack plugin must not stop the run
+        logger.exception("cell %s failed", cell.id)
+        return _failed(cell, card, ctx, "failed", f"{type(exc).__name__}: {exc}", t0)
+    rows = _rows(cell, card, ctx, metrics, "ok", "", time.perf_counter() - t0)
+    return CellResult(cell, "ok", rows, pd.DataFrame({k: v.numpy() for k, v in samples.items()}))
+
+
+def _attack_metrics(cell, model, data, clean, samples) -> dict[str, float]:
+    spec = ATTACKS.get(cell.attack).spec(cell.eps, cell.target, **cell.params)
+    attack = build_attack(spec, model)
+    torch.manual_seed(cell.seed)
+    advs = [attack(x, y, m) for x, y, m in data.batches(BATCH_SIZE)]
+    adv_images = torch.cat(advs)
+    adv = _predict(model, adv_images)
+    metrics: dict[str, float] = {}
+    if "logits" in adv:
+        clean_ok = correct(clean["logits"], data.labels)
+        adv_ok = correct(adv["logits"], data.labels)
+        robust = clean_ok & adv_ok  # RobustBench's convention: a miss stays a miss
+        samples["adv_pred"] = adv["logits"].argmax(1)
+        metrics["robust_accuracy"] = robust.float().mean().item()
+        n_ok = int(clean_ok.sum())
+        metrics["attack_success_rate"] = (clean_ok & ~adv_ok).sum().item() / n_ok if n_ok else float("nan")
+    if "mask" in adv:
+        for k, v in segmentation_scores(adv["mask"], data.masks.long()).items():
+            samples[f"adv_{k}"] = v
+            metrics[k] = v.mean().item()
+    for norm, v in perturbation_norms(data.images, adv_images).items():
+        samples[f"perturbation_{norm}"] = v
+        metrics[f"mean_perturbation_{norm}"] = v.mean().item()
+    return metrics
+
+
+COLUMNS = ["run_id", "cell_id", "model", "family", "encoder", "recipe", "model_seed", "split",
+           "domain", "attack", "backend", "target", "norm", "eps", "seed", "metric", "value", "n",
+           "status", "reason", "time_s", "labelled_images", "masked_images", "params",
+           "model_sha256", "git_sha", "v_robustbench_wbc", "v_torch", "v_timm", "v_torchattacks"]
+
+
+def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, float], status: str,
+          reason: str, time_s: float) -> pd.DataFrame:
+    base = {
+        "run_id": ctx.run_id, "cell_id": cell.id, "model": cell.model, "family": card.family,
+        "encoder": card.encoder, "recipe": card.recipe, "model_seed": card.seed, "split": cell.split,
+        "domain": SPLITS.get(cell.split).domain, "attack": cell.attack, "backend": cell.backend,
+        "target": cell.target, "norm": cell.norm, "eps": float(cell.eps), "seed": cell.seed,
+        "n": cell.n_images, "status": status, "reason": reason, "time_s": round(time_s, 4),
+        "labelled_images": card.labelled_images, "masked_images": card.masked_images,
+        "params": ";".join(f"{k}={v}" for k, v in sorted(cell.params.items())),
+        "model_sha256": cell.model_sha256, "git_sha": ctx.git_sha,
+        **{f"v_{k}": v for k, v in ctx.versions.items()},
+    }
+    items = metrics.items() if metrics else [("status", float("nan"))]
+    df = pd.DataFrame([{**base, "metric": k, "value": float(v)} for k, v in items])
+    return df[COLUMNS]
+
+
+def _failed(cell, card, ctx, status, reason, t0) -> CellResult:
+    logger.error("cell %s (%s on %s, %s eps=%.5g) %s: %s", cell.id, cell.model, cell.split,
+                 cell.attack, cell.eps, status, reason)
+    return CellResult(cell, status, _rows(cell, card, ctx, {}, status, reason,
+                                          time.perf_counter() - t0), None, reason)
+
+
+class LocalExecutor:
+    """Runs cells one after another in this process, keeping models and splits loaded."""
+
+    def __init__(self) -> None:
+        self.ctx = Context()
+
+    def map(self, cells: Iterable[Cell]) -> Iterable[CellResult]:
+        for cell in cells:
+            yield evaluate_cell(cell, self.ctx)
+
+
+@dataclass
+class RunSummary:
+    """What a run did: cells planned, skipped (already done), ok, failed or invalid."""
+
+    planned: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: list[CellResult] = field(default_factory=list)
+
+
+def ensure_trained(models: Sequence[str], on_train: Callable[[str], object] | None = None
+                   ) -> dict[str, ModelCard]:
+    """Gives each model's card, training (and caching) the models not trained yet."""
+    cards = {}
+    for m in models:
+        MODELS.get(m)
+        card = read_card(m)
+        if card is None:
+            progress = on_train(m) if on_train else None
+            _, card = load_model(m, progress=progress)
+        cards[m] = card
+    return cards
+
+
+def run(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str], out: str | Path,
+        eps: Sequence[float] | None = None, n_images: int | None = 256, seed: int = 0,
+        executor: LocalExecutor | None = None,
+        on_train: Callable[[str], object] | None = None,
+        on_cell: Callable[[CellResult, int, int], None] | None = None) -> RunSummary:
+    """Runs the matrix models × splits × attacks × eps into the store at ``out``.
+
+    Cells already stored with status ``ok`` are skipped; each finished cell is committed
+    atomically, so a killed run loses only the cell in flight.
+    """
+    store = ResultStore(out)
+    cards = ensure_trained(models, on_train)
+    cells = plan(models, splits, attacks, eps, n_images, seed, cards)
+    todo = [c for c in cells if not store.is_done(c.id)]
+    summary = RunSummary(planned=len(cells), skipped=len(cells) - len(todo))
+    # group by model and split so a worker reuses what it loaded; clean cells first in each group
+    todo.sort(key=lambda c: (c.model, c.split, not c.is_clean, -c.cost()))
+    executor = executor or LocalExecutor()
+    for i, result in enumerate(executor.map(todo), 1):
+        store.put(result.cell.id, result.rows, result.samples)
+        if result.status == "ok":
+            summary.ok += 1
+        else:
+            summary.failed.append(result)
+        if on_cell:
+            on_cell(result, i, len(todo))
+    store.export()
+    return summary

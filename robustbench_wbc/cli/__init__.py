@@ -1,0 +1,32 @@
+"""The ``wbc-robust`` command line: thin commands that parse, call the stages, and print."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from robustbench_wbc._version import __version__
+from robustbench_wbc.cli.leaderboard import leaderboard
+from robustbench_wbc.cli.listing import attacks_app, models_app, splits_app
+from robustbench_wbc.cli.run import run
+
+app = typer.Typer(name="wbc-robust", no_args_is_help=True, add_completion=False,
+                  help="How robust are white-blood-cell models to distribution shift and attack?")
+app.command()(run)
+app.command()(leaderboard)
+app.add_typer(models_app, name="models")
+app.add_typer(attacks_app, name="attacks")
+app.add_typer(splits_app, name="splits")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"robustbench-wbc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Show the version and exit.")] = False) -> None:
+    """How robust are white-blood-cell models to distribution shift and attack?"""

@@ -1,0 +1,49 @@
+"""What the CLI commands share: consoles, exit codes, and turning known errors into messages."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from robustbench_wbc.attacks.base import EpsError
+from robustbench_wbc.models.card import CardError
+from robustbench_wbc.models.hub import CheckpointError
+from robustbench_wbc.registry import PluginError, UnknownNameError
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+USAGE_ERRORS = (UnknownNameError, EpsError)
+RUN_ERRORS = (CheckpointError, CardError, PluginError)
+
+F = TypeVar("F", bound=Callable)
+
+
+def handle_errors(fn: F) -> F:
+    """Prints known errors on stderr and exits 2 (usage) or 1 (a run that cannot go on)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USAGE_ERRORS as exc:
+            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+        except RUN_ERRORS as exc:
+            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: bool) -> None:
+    """Sends library logs to stderr through rich; INFO with ``--verbose``, else WARNING."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False)], force=True)

@@ -1,0 +1,39 @@
+"""``wbc-robust leaderboard``: the leaderboard of a run's results."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from robustbench_wbc.bench.store import ResultStore
+from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors
+from robustbench_wbc.cli.run import DEFAULT_OUT
+from robustbench_wbc.report.leaderboard import leaderboard as make_board
+from robustbench_wbc.report.leaderboard import to_markdown
+
+
+class Format(str, Enum):
+    md = "md"
+    csv = "csv"
+
+
+@handle_errors
+def leaderboard(
+    out: Annotated[Path, typer.Option(help="The run's output directory (as given to `run --out`).")] = DEFAULT_OUT,
+    format: Annotated[Format, typer.Option(help="Output format.")] = Format.md,
+    write: Annotated[Path | None, typer.Option(help="Also write it to this file.")] = None,
+) -> None:
+    """Print the leaderboard of the results in --out (markdown by default)."""
+    table = ResultStore(out).table()
+    if table.empty:
+        err_console.print(f"[bold red]Error:[/] no results in {out}. Run `wbc-robust run --out {out}` first.")
+        raise typer.Exit(EXIT_FAILED)
+    board = make_board(table)
+    text = to_markdown(board) if format is Format.md else board.to_csv(index=False)
+    if write is not None:
+        write.parent.mkdir(parents=True, exist_ok=True)
+        write.write_text(text)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,78 @@
+"""``wbc-robust run``: the matrix of models × splits × attacks × eps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from robustbench_wbc.attacks.base import ATTACKS, NORMS, EpsError, parse_eps
+from robustbench_wbc.bench.runner import run as run_matrix
+from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors, setup_logging
+from robustbench_wbc.data.splits import DEFAULT_EVAL_SPLITS, SPLITS
+from robustbench_wbc.models.zoo import MODELS
+
+DEFAULT_OUT = Path("wbc-robust-out")
+
+
+@handle_errors
+def run(
+    models: Annotated[str, typer.Option(help="Model ids, comma-separated; wildcards; 'all' (the zoo).")] = "all",
+    attacks: Annotated[str, typer.Option(help="Attack ids, comma-separated (see `attacks list`).")] = "pgd",
+    splits: Annotated[str, typer.Option(help="Split ids, comma-separated (see `splits list`).")] = ",".join(DEFAULT_EVAL_SPLITS),
+    eps: Annotated[str | None, typer.Option(help="Budgets, e.g. '1/255,8/255'. Default: each attack's own.")] = None,
+    n_images: Annotated[int, typer.Option(min=1, help="Images per split (the first n; class-balanced).")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the attacks' randomness (random starts).")] = 0,
+    out: Annotated[Path, typer.Option(help="Output directory: the result store and tables.")] = DEFAULT_OUT,
+    force: Annotated[bool, typer.Option(help="Allow eps beyond the norm's sensible range.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log training and cell details.")] = False,
+) -> None:
+    """Run models × splits × attacks × eps; skip cells already done in --out.
+
+    Models not trained yet are trained first (nothing is downloaded) and cached in
+    $WBC_ROBUST_HOME. Each finished cell is committed atomically to --out, so an interrupted run
+    resumes where it stopped.
+    """
+    setup_logging(verbose)
+    model_ids = MODELS.resolve(models, all_filter=lambda e: not e.tiny)
+    attack_ids = ATTACKS.resolve(attacks)
+    split_ids = SPLITS.resolve(splits)
+    eps_values = None
+    if eps is not None:
+        norms = {ATTACKS.get(a).norm for a in attack_ids}
+        if len(norms) > 1:
+            raise EpsError(f"--eps applies to every attack, but they mix norms {sorted(norms)}; "
+                           f"run them separately or leave --eps out")
+        eps_values = parse_eps(eps, norm=norms.pop() if norms else NORMS[0], force=force)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=False) as progress:
+
+        def on_train(model_id: str):
+            task = progress.add_task(f"train {model_id}", total=None)
+
+            def update(step: int, total: int, metrics: dict[str, float]) -> None:
+                shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "iou" not in k)
+                progress.update(task, completed=step, total=total,
+                                description=f"train {model_id} [dim]{shown}[/]")
+            return update
+
+        cells_task = progress.add_task("cells", total=None)
+
+        def on_cell(result, i: int, total: int) -> None:
+            c = result.cell
+            progress.update(cells_task, completed=i, total=total,
+                            description=f"cells [dim]{c.model} {c.split} {c.attack}[/]")
+
+        summary = run_matrix(model_ids, split_ids, attack_ids, out, eps_values, n_images, seed,
+                             on_train=on_train, on_cell=on_cell)
+
+    console.print(f"{summary.planned} cells: {summary.skipped} already done, {summary.ok} run, "
+                  f"{len(summary.failed)} failed → {out}/results.parquet, {out}/results.csv")
+    for r in summary.failed:
+        err_console.print(f"[red]{r.status}[/] {r.cell.model} {r.cell.split} {r.cell.attack} "
+                          f"eps={r.cell.eps:.5g}: {r.reason}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(EXIT_FAILED)

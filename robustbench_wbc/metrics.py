@@ -1,0 +1,44 @@
+"""Per-sample metrics shared by training (validation) and the bench.
+
+Every function returns one value per image, so that aggregates, intervals and paired
+comparisons can be computed later from the same numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MASK_CLASSES = {"cytoplasm": 1, "nucleus": 2}
+
+
+def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gives a bool per image: is the top-1 class the label."""
+    return logits.argmax(dim=1) == labels
+
+
+def dice_per_image(pred: torch.Tensor, target: torch.Tensor, cls: int) -> torch.Tensor:
+    """Gives the Dice of class ``cls`` per image (N×H×W integer masks); 1 where both are empty."""
+    p = (pred == cls).flatten(1)
+    t = (target == cls).flatten(1)
+    inter = (p & t).sum(1).float()
+    total = p.sum(1).float() + t.sum(1).float()
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+
+
+def iou_per_image(pred: torch.Tensor, target: torch.Tensor, cls: int) -> torch.Tensor:
+    """Gives the IoU (Jaccard) of class ``cls`` per image; 1 where both are empty."""
+    p = (pred == cls).flatten(1)
+    t = (target == cls).flatten(1)
+    inter = (p & t).sum(1).float()
+    union = (p | t).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def segmentation_scores(mask_logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gives ``{nucleus_dice, cytoplasm_dice, nucleus_iou, cytoplasm_iou}`` per image."""
+    pred = mask_logits.argmax(dim=1)
+    out = {}
+    for name, cls in MASK_CLASSES.items():
+        out[f"{name}_dice"] = dice_per_image(pred, masks, cls)
+        out[f"{name}_iou"] = iou_per_image(pred, masks, cls)
+    return out

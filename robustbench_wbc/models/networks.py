@@ -1,0 +1,151 @@
+"""The three families, composed from one encoder: classifier, U-Net and multitask.
+
+Encoder → decoder → heads, in the manner of segmentation_models_pytorch (``base/model.py``): any
+timm backbone with ``features_only=True`` is the encoder, so the classifier, the U-Net and the
+multitask network share the same encoder code and differ only in their heads. Unlike smp, every
+model returns the same type: a dict keyed by head (``"logits"`` N×K, ``"mask"`` N×3×H×W logits).
+Inputs are images in [0, 1]; normalisation is the model's first layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FAMILIES: tuple[str, ...] = ("classifier", "unet", "multitask")
+HEADS: dict[str, tuple[str, ...]] = {
+    "classifier": ("logits",),
+    "unet": ("mask",),
+    "multitask": ("logits", "mask"),
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """Maps [0, 1] images to the encoder's input statistics: the model's first layer."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class TimmEncoder(nn.Module):
+    """A timm backbone giving its feature pyramid (strides 2 … 32).
+
+    Args:
+        name: a timm model name (``resnet10t``).
+        **kwargs: passed to ``timm.create_model`` (widths, norm layer, …). Never pretrained:
+            nothing is downloaded.
+    """
+
+    def __init__(self, name: str, **kwargs) -> None:
+        super().__init__()
+        self.body = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+        self.channels: list[int] = self.body.feature_info.channels()
+        self.reductions: list[int] = self.body.feature_info.reduction()
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.body(x)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class UNetDecoder(nn.Module):
+    """A U-Net decoder: upsample ×2, concatenate the skip at that stride, two 3×3 convs.
+
+    Args:
+        encoder_channels: channels of the encoder's features, shallow to deep.
+        decoder_channels: channels after each decoder block, deep to shallow (one per skip).
+    """
+
+    def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int]) -> None:
+        super().__init__()
+        skips = list(encoder_channels[:-1])[::-1]  # deep → shallow
+        if len(decoder_channels) != len(skips):
+            raise ValueError(f"need {len(skips)} decoder channels, got {len(decoder_channels)}")
+        cin = encoder_channels[-1]
+        blocks = []
+        for skip, cout in zip(skips, decoder_channels):
+            blocks.append(nn.Sequential(_conv_bn_relu(cin + skip, cout), _conv_bn_relu(cout, cout)))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = cin
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for block, skip in zip(self.blocks, features[-2::-1]):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = block(torch.cat([x, skip], dim=1))
+        return x
+
+
+class WBCNet(nn.Module):
+    """One encoder with a classification head, a segmentation decoder + head, or both.
+
+    Args:
+        family: ``classifier``, ``unet`` or ``multitask``.
+        encoder: the timm model name of the encoder.
+        num_classes: number of cell classes (5).
+        seg_classes: number of mask classes (3: background, cytoplasm, nucleus).
+        decoder_channels: channels of the U-Net decoder blocks, deep to shallow.
+        encoder_kwargs: passed to timm (widths, ...).
+    """
+
+    def __init__(self, family: str, encoder: str, num_classes: int = 5, seg_classes: int = 3,
+                 decoder_channels: Sequence[int] = (64, 32, 16, 16),
+                 encoder_kwargs: dict | None = None) -> None:
+        super().__init__()
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+        self.family = family
+        self.heads = HEADS[family]
+        self.normalize = Normalize()
+        self.encoder = TimmEncoder(encoder, **(encoder_kwargs or {}))
+        self.classifier: nn.Module | None = None
+        self.decoder: UNetDecoder | None = None
+        self.segmentation_head: nn.Module | None = None
+        if "logits" in self.heads:
+            self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                            nn.Linear(self.encoder.channels[-1], num_classes))
+        if "mask" in self.heads:
+            self.decoder = UNetDecoder(self.encoder.channels, decoder_channels)
+            self.segmentation_head = nn.Conv2d(self.decoder.out_channels, seg_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.encoder(self.normalize(x))
+        out: dict[str, torch.Tensor] = {}
+        if self.classifier is not None:
+            out["logits"] = self.classifier(features[-1])
+        if self.decoder is not None:
+            seg = self.segmentation_head(self.decoder(features))
+            out["mask"] = F.interpolate(seg, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+
+class HeadView(nn.Module):
+    """Exposes one head of a dict-returning model as a plain tensor-returning module.
+
+    torchattacks and ART expect ``model(x) -> Tensor``; this is the thin wrapper they need. It
+    takes the wrapped model's mode: torchattacks restores the mode it found after each attack, and
+    a fresh module's default (train) would leave the model's BatchNorm in training mode.
+    """
+
+    def __init__(self, model: nn.Module, head: str) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[self.head]

@@ -1,0 +1,163 @@
+"""The model registry, the training recipes, and the default zoo.
+
+``@register_model`` is the single source of truth (as timm's ``register_model``): the decorated
+builder's name is the model id, and its arguments say the family, encoder, recipe and seed.
+The top-level ``models/`` cards are written from here (``wbc-robust models cards``), never by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from robustbench_wbc.models.networks import WBCNet
+from robustbench_wbc.registry import Registry
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named training protocol.
+
+    The training budget (``steps`` × ``batch_size``) is the same across families of one size,
+    so a family that sees fewer images sees them more often, not less compute.
+    """
+
+    name: str
+    train_images: int  # images taken from the start of ``synth:train``
+    use_labels: bool  # trains the classification head
+    use_masks: bool  # trains the segmentation head
+    steps: int
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seg_weight: float = 1.0  # λ: loss = CE(class) + λ·CE(pixels)
+    val_images: int = 250
+    val_every: int = 50
+    patience: int = 4  # evaluations without improvement before stopping early
+    image_size: int = 64
+
+
+# The mission's protocol: Raabin-WBC has 16,633 double-labelled cells, of which 1,145 have masks
+# (a subset 14.5× smaller). SynthWBC keeps that ratio: 1,450 training images, the first 100 masked.
+FULL_TRAIN_IMAGES = 1450
+MASKED_SUBSET = round(FULL_TRAIN_IMAGES / 14.5)
+
+RECIPES: dict[str, Recipe] = {
+    "full": Recipe("full", FULL_TRAIN_IMAGES, use_labels=True, use_masks=False, steps=400),
+    "masked-small": Recipe("masked-small", MASKED_SUBSET, use_labels=True, use_masks=True, steps=400),
+    # tiny twins for tests: 32 px, a few steps; same code path
+    "tiny-full": Recipe("tiny-full", 60, use_labels=True, use_masks=False, steps=12, batch_size=16,
+                        val_images=20, val_every=6, image_size=32),
+    "tiny-masked-small": Recipe("tiny-masked-small", 20, use_labels=True, use_masks=True, steps=12,
+                                batch_size=16, val_images=20, val_every=6, image_size=32),
+}
+
+
+def recipe_for(name: str, family: str) -> Recipe:
+    """Gives the recipe ``name`` as it applies to ``family`` (a U-Net has no labels to use)."""
+    r = RECIPES[name]
+    if family == "unet":
+        return Recipe(**{**r.__dict__, "use_labels": False})
+    if family == "classifier":
+        return Recipe(**{**r.__dict__, "use_masks": False})
+    return r
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder and the facts that go on its card."""
+
+    id: str
+    builder: Callable[[], WBCNet]
+    family: str
+    encoder: str
+    recipe: str
+    seed: int
+    tiny: bool
+    description: str
+
+    @property
+    def recipe_spec(self) -> Recipe:
+        return recipe_for(self.recipe, self.family)
+
+
+MODELS: Registry[ModelEntry] = Registry("model", group="robustbench_wbc.models",
+                                        list_command="models list")
+
+
+def register_model(*, family: str, encoder: str, recipe: str, seed: int = 0, tiny: bool = False):
+    """Registers the decorated builder as a model whose id is the function's name.
+
+    The builder takes no arguments and returns an untrained :class:`WBCNet` (or any module that
+    takes [0,1] images and returns a dict keyed by head).
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; expected one of {sorted(RECIPES)}")
+
+    def deco(fn: Callable[[], WBCNet]) -> Callable[[], WBCNet]:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        MODELS.add(fn.__name__, ModelEntry(fn.__name__, fn, family, encoder, recipe, seed, tiny,
+                                           doc[0] if doc else ""))
+        return fn
+
+    return deco
+
+
+def list_models(filter: str = "", include_tiny: bool = False) -> list[str]:
+    """Gives the registered model ids matching ``filter``; tiny test models only when asked."""
+    return MODELS.list(filter, where=None if include_tiny else (lambda e: not e.tiny))
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoders. ResNet-10-T (timm ``resnet10t``: one BasicBlock per stage, deep-tiered stem, average
+# down-sampling) at widths 16-128: 0.3 M parameters, sized for 2 CPU cores at 64 px.
+RESNET10T_W16 = {"channels": (16, 32, 64, 128), "stem_width": 16}
+RESNET10T_W8 = {"channels": (8, 16, 32, 64), "stem_width": 8}
+DECODER_W16 = (64, 32, 16, 16)
+DECODER_W8 = (32, 16, 8, 8)
+
+
+def _resnet10t_w16(family: str) -> WBCNet:
+    return WBCNet(family, "resnet10t", decoder_channels=DECODER_W16, encoder_kwargs=RESNET10T_W16)
+
+
+def _resnet10t_w8(family: str) -> WBCNet:
+    return WBCNet(family, "resnet10t", decoder_channels=DECODER_W8, encoder_kwargs=RESNET10T_W8)
+
+
+# --- the default zoo: one model per family on the same encoder ----------------------------------
+@register_model(family="classifier", encoder="resnet10t-w16", recipe="full")
+def resnet10t_cls() -> WBCNet:
+    """Classifier only, trained on the full labelled set (1,450 images, no masks)."""
+    return _resnet10t_w16("classifier")
+
+
+@register_model(family="unet", encoder="resnet10t-w16", recipe="masked-small")
+def resnet10t_unet() -> WBCNet:
+    """U-Net, segmentation only, trained on the masked subset (100 images)."""
+    return _resnet10t_w16("unet")
+
+
+@register_model(family="multitask", encoder="resnet10t-w16", recipe="masked-small")
+def resnet10t_multitask() -> WBCNet:
+    """Classification + nucleus/cytoplasm segmentation, trained on the masked subset (100 images)."""
+    return _resnet10t_w16("multitask")
+
+
+# --- tiny twins, for tests ------------------------------------------------------------------------
+@register_model(family="classifier", encoder="resnet10t-w8", recipe="tiny-full", tiny=True)
+def tiny_cls() -> WBCNet:
+    """Tiny classifier for tests (32 px, a few steps)."""
+    return _resnet10t_w8("classifier")
+
+
+@register_model(family="unet", encoder="resnet10t-w8", recipe="tiny-masked-small", tiny=True)
+def tiny_unet() -> WBCNet:
+    """Tiny U-Net for tests (32 px, a few steps)."""
+    return _resnet10t_w8("unet")
+
+
+@register_model(family="multitask", encoder="resnet10t-w8", recipe="tiny-masked-small", tiny=True)
+def tiny_multitask() -> WBCNet:
+    """Tiny multitask model for tests (32 px, a few steps)."""
+    return _resnet10t_w8("multitask")

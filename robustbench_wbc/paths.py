@@ -1,0 +1,20 @@
+"""Where the suite keeps what it makes outside the repository: the cache of trained models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """Gives the cache directory: ``$WBC_ROBUST_HOME``, else ``$XDG_CACHE_HOME/robustbench_wbc``."""
+    env = os.environ.get("WBC_ROBUST_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return (Path(xdg) / "robustbench_wbc").resolve()
+
+
+def checkpoint_dir(model_id: str) -> Path:
+    """Gives the directory holding one model's weights and card."""
+    return home() / "checkpoints" / model_id

@@ -1,0 +1,117 @@
+"""Leaderboards from the tidy table: numbers in, formatted text out only at the last step."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+
+from robustbench_wbc.bench.cells import CLEAN
+from robustbench_wbc.data.splits import SPLITS
+
+
+def eps_label(eps: float, norm: str) -> str:
+    """Writes an L∞ eps as a fraction of 255 where it is one (``8/255``), else as a number."""
+    if norm == "linf":
+        f = Fraction(eps * 255).limit_denominator(1000)
+        if abs(float(f) - eps * 255) < 1e-6:
+            return f"{f}/255" if f.denominator == 1 else f"{eps:.4g}"
+    return f"{eps:.4g}"
+
+
+def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
+    """Gives one row per model: labels used, clean ID/OOD accuracy, robust accuracy, Dice.
+
+    Clean numbers come from the in-distribution test split (role ``test``) and the mean over OOD
+    splits; robust numbers are on the in-distribution test split, one column per attack and eps.
+    Models are ranked by their worst robust accuracy over the attacks at the largest eps, then by
+    clean OOD accuracy; U-Nets (no classifier) rank by nucleus Dice under attack after them.
+    """
+    if table.empty:
+        return pd.DataFrame()
+    ok = table[table["status"] == "ok"].copy()
+    ok["role"] = ok["split"].map(lambda s: SPLITS.get(s).role if s in SPLITS else "unknown")
+    models = table.drop_duplicates("model").set_index("model")
+    board = pd.DataFrame(index=models.index)
+    board["family"] = models["family"]
+    board["recipe"] = models["recipe"]
+    board["labelled_images"] = models["labelled_images"]
+    board["masked_images"] = models["masked_images"]
+
+    clean = ok[ok["attack"] == CLEAN]
+    attacked = ok[ok["attack"] != CLEAN]
+
+    def mean_of(df: pd.DataFrame, metric: str, role: str) -> pd.Series:
+        sel = df[(df["metric"] == metric) & (df["role"] == role)]
+        return sel.groupby("model")["value"].mean()
+
+    board["clean_acc_id"] = mean_of(clean, "accuracy", "test")
+    board["clean_acc_ood"] = mean_of(clean, "accuracy", "ood")
+    robust_cols = []
+    rob = attacked[(attacked["metric"] == "robust_accuracy") & (attacked["role"] == "test")]
+    for (attack, norm, eps), grp in rob.groupby(["attack", "norm", "eps"], sort=True):
+        col = f"{attack}@{eps_label(eps, norm)}"
+        board[col] = grp.groupby("model")["value"].mean()
+        robust_cols.append((attack, eps, col))
+    for part in ("nucleus", "cytoplasm"):
+        board[f"{part}_dice_id"] = mean_of(clean, f"{part}_dice", "test")
+        board[f"{part}_dice_ood"] = mean_of(clean, f"{part}_dice", "ood")
+    seg_adv = attacked[(attacked["metric"] == "nucleus_dice") & (attacked["role"] == "test")]
+    if not seg_adv.empty:
+        worst_eps = seg_adv.groupby("model")["eps"].transform("max")
+        at_max = seg_adv[seg_adv["eps"] == worst_eps]
+        board["nucleus_dice_adv"] = at_max.groupby("model")["value"].min()
+        board["nucleus_dice_adv_eps"] = at_max.groupby("model")["eps"].max()
+    failed = table[table["status"] != "ok"].groupby("model")["cell_id"].nunique()
+    board["failed_cells"] = failed.reindex(board.index).fillna(0).astype(int)
+
+    if robust_cols:  # rank by the worst case over attacks at the largest eps they share
+        top_eps = max(e for _, e, _ in robust_cols)
+        cols = [c for _, e, c in robust_cols if e == top_eps]
+        board["worst_robust_acc"] = board[cols].min(axis=1, skipna=False)
+        board["worst_robust_eps"] = np.where(board["worst_robust_acc"].notna(), top_eps, np.nan)
+        key = "worst_robust_acc"
+    else:
+        key = "clean_acc_id"
+    seg_key = board["nucleus_dice_adv"] if "nucleus_dice_adv" in board else board["nucleus_dice_id"]
+    board = board.assign(_k1=board[key].fillna(-1), _k2=board["clean_acc_ood"].fillna(-1),
+                         _k3=seg_key.fillna(-1))
+    board = board.sort_values(["_k1", "_k2", "_k3"], ascending=False).drop(columns=["_k1", "_k2", "_k3"])
+    board = board.rename_axis("model").reset_index()
+    board.insert(0, "rank", np.arange(1, len(board) + 1))
+    return board
+
+
+def _fmt(v: object, col: str) -> str:
+    if isinstance(v, float):
+        if np.isnan(v):
+            return "–"
+        if col.endswith("_eps"):
+            return eps_label(v, "linf")
+        return f"{100 * v:.1f}"
+    return str(v)
+
+
+HEADERS = {
+    "rank": "rank", "model": "model", "family": "family", "recipe": "recipe",
+    "labelled_images": "labels (images)", "masked_images": "labels (masks)",
+    "clean_acc_id": "clean acc ID %", "clean_acc_ood": "clean acc OOD %",
+    "nucleus_dice_id": "nucleus Dice ID %", "cytoplasm_dice_id": "cytoplasm Dice ID %",
+    "nucleus_dice_ood": "nucleus Dice OOD %", "cytoplasm_dice_ood": "cytoplasm Dice OOD %",
+    "nucleus_dice_adv": "nucleus Dice attacked %", "nucleus_dice_adv_eps": "at eps",
+    "failed_cells": "failed cells", "worst_robust_acc": "worst robust acc %",
+    "worst_robust_eps": "at eps",
+}
+
+
+def to_markdown(board: pd.DataFrame) -> str:
+    """Renders a leaderboard as a GitHub markdown table (robust columns as ``attack@eps %``)."""
+    if board.empty:
+        return "_No results yet: run `wbc-robust run` first._\n"
+    cols = list(board.columns)
+    head = [HEADERS.get(c, f"{c} robust acc %") for c in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in board.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c], c) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
