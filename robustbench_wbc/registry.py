@@ -82,7 +82,6 @@ class Registry(Generic[T]):
         """Imports every installed entry point of this registry's group (once)."""
         if self._plugins_loaded:
             return
-        self._plugins_loaded = True
         for ep in importlib.metadata.entry_points(group=self.group):
             try:
                 ep.load()
@@ -92,6 +91,7 @@ class Registry(Generic[T]):
                     f"{self.group!r}) failed to load: {type(exc).__name__}: {exc}. "
                     f"Fix or uninstall the package that provides it."
                 ) from exc
+        self._plugins_loaded = True  # only once every plugin loaded: a broken one keeps failing loudly
 
     def get(self, name: str) -> T:
         """Gives the entry registered as ``name``, or raises :class:`UnknownNameError`."""

@@ -96,7 +96,7 @@ def register_attack(*, norm: str, backend: str, default_eps: tuple[float, ...],
     return deco
 
 
-_EPS_RE = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)(\s*/\s*(\d+(\.\d*)?|\.\d+))?\s*$")
+_EPS_RE = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)(\s*/\s*(\d+(\.\d*)?|\.\d+))?\s*$", re.ASCII)
 
 
 def parse_eps(text: str, norm: str = "linf", force: bool = False) -> list[float]:
@@ -109,13 +109,18 @@ def parse_eps(text: str, norm: str = "linf", force: bool = False) -> list[float]
     for part in str(text).split(","):
         if not part.strip():
             continue
+        if part.strip().startswith("-"):
+            raise EpsError(f"eps must be ≥ 0, got {part.strip()!r}")
         if not _EPS_RE.match(part):
             raise EpsError(f"malformed eps {part.strip()!r}: write a number or a fraction, "
                            f"e.g. 8/255 or 0.03, comma-separated")
-        try:
-            v = float(Fraction(part.replace(" ", "")))
-        except ZeroDivisionError:
-            raise EpsError(f"malformed eps {part.strip()!r}: division by zero") from None
+        num, _, den = part.partition("/")
+        v = float(Fraction(num.strip()))
+        if den:
+            d = float(Fraction(den.strip()))
+            if d == 0:
+                raise EpsError(f"malformed eps {part.strip()!r}: division by zero")
+            v /= d
         if not math.isfinite(v) or v < 0:
             raise EpsError(f"eps must be finite and ≥ 0, got {part.strip()!r}")
         if v > SENSIBLE_EPS[norm] and not force:

@@ -27,9 +27,14 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 128
 
 
-def default_target(family: str) -> str:
-    """The head an attack aims at by default: the class logits, or the masks for a U-Net."""
-    return "seg" if family == "unet" else "cls"
+def default_targets(family: str) -> tuple[str, ...]:
+    """The heads attacked by default: the class logits, the masks, or each in turn (multitask).
+
+    A multitask model is attacked through each head so that its Dice under a segmentation
+    attack compares with the U-Net's, and its accuracy under a classification attack with the
+    classifier's; each attack also records the other head's damage (the cross-task view).
+    """
+    return {"classifier": ("cls",), "unet": ("seg",), "multitask": ("cls", "seg")}[family]
 
 
 def git_sha() -> str:
@@ -45,7 +50,7 @@ def git_sha() -> str:
 def plan(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str],
          eps: Sequence[float] | None, n_images: int | None, seed: int,
          cards: dict[str, ModelCard]) -> list[Cell]:
-    """Gives every cell of the matrix: a clean cell per (model, split), then attack × eps."""
+    """Gives every cell of the matrix: a clean cell per (model, split), then attack × eps × target."""
     cells: list[Cell] = []
     for m in models:
         card = cards[m]
@@ -55,10 +60,13 @@ def plan(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str],
             cells.append(Cell(m, s, CLEAN, 0.0, "none", seed, n, card.weights_sha256))
             for a in attacks:
                 entry = ATTACKS.get(a)
-                for e in (entry.default_eps if eps is None else eps):
-                    spec = entry.spec(e, default_target(card.family))
-                    cells.append(Cell(m, s, a, spec.eps, spec.target, seed, n, card.weights_sha256,
-                                      spec.norm, spec.backend, dict(spec.params)))
+                for target in default_targets(card.family):
+                    if target not in entry.targets:
+                        continue
+                    for e in (entry.default_eps if eps is None else eps):
+                        spec = entry.spec(e, target)
+                        cells.append(Cell(m, s, a, spec.eps, spec.target, seed, n, card.weights_sha256,
+                                          spec.norm, spec.backend, dict(spec.params)))
     return cells
 
 
@@ -177,7 +185,7 @@ def _attack_metrics(cell, model, data, clean, samples) -> dict[str, float]:
 
 COLUMNS = ["run_id", "cell_id", "model", "family", "encoder", "recipe", "model_seed", "split",
            "domain", "attack", "backend", "target", "norm", "eps", "seed", "metric", "value", "n",
-           "status", "reason", "time_s", "labelled_images", "masked_images", "params",
+           "status", "reason", "time_s", "finished_at", "labelled_images", "masked_images", "params",
            "model_sha256", "git_sha", "v_robustbench_wbc", "v_torch", "v_timm", "v_torchattacks"]
 
 
@@ -189,6 +197,7 @@ def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, float], 
         "domain": SPLITS.get(cell.split).domain, "attack": cell.attack, "backend": cell.backend,
         "target": cell.target, "norm": cell.norm, "eps": float(cell.eps), "seed": cell.seed,
         "n": cell.n_images, "status": status, "reason": reason, "time_s": round(time_s, 4),
+        "finished_at": pd.Timestamp.now(tz="UTC"),
         "labelled_images": card.labelled_images, "masked_images": card.masked_images,
         "params": ";".join(f"{k}={v}" for k, v in sorted(cell.params.items())),
         "model_sha256": cell.model_sha256, "git_sha": ctx.git_sha,

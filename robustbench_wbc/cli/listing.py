@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.table import Table
+from rich.table import Column, Table
 
 from robustbench_wbc.attacks.base import ATTACKS
 from robustbench_wbc.cli._common import console, handle_errors, setup_logging
@@ -28,8 +28,10 @@ def models_list(
     tiny: Annotated[bool, typer.Option(help="Include the tiny test models.")] = False,
 ) -> None:
     """List registered models, and whether each is trained in the cache."""
-    table = Table("model", "family", "encoder", "recipe", "seed", "trained", "description")
-    for mid in list_models(filter, include_tiny=tiny):
+    ids = list_models(filter, include_tiny=tiny)
+    table = Table("family", "encoder", "recipe", "seed", "trained", "description")
+    table.columns.insert(0, Column("model", no_wrap=True, min_width=max(map(len, ids), default=5)))
+    for mid in ids:
         e = MODELS.get(mid)
         table.add_row(mid, e.family, e.encoder, e.recipe, str(e.seed),
                       "yes" if read_card(mid) else "no", e.description)
@@ -92,4 +94,4 @@ def splits_list(filter: Annotated[str, typer.Argument(help="A wildcard.")] = "")
     for sid in SPLITS.list(filter):
         s = SPLITS.get(sid)
         console.print(f"{sid:<22} {s.role:<5} {s.domain:<8} n={s.default_n:<5} {s.description}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 
 import numpy as np
@@ -9,6 +10,28 @@ import pandas as pd
 
 from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.data.splits import SPLITS
+
+logger = logging.getLogger(__name__)
+
+COORDS = ["model", "split", "attack", "target", "norm", "eps", "seed", "params", "metric"]
+
+
+def current_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Keeps the rows that describe each model as it is now.
+
+    An output directory may hold cells of an earlier checkpoint of a model (it was retrained) or
+    the same measurement at several ``n``: keep the newest checkpoint's cells, and of repeated
+    coordinates the row with the most images (then the newest).
+    """
+    if table.empty:
+        return table
+    newest = table.sort_values("finished_at").groupby("model")["model_sha256"].last()
+    keep = table["model_sha256"] == table["model"].map(newest)
+    if not keep.all():
+        logger.warning("ignoring %d rows of older checkpoints of %s", int((~keep).sum()),
+                       sorted(table.loc[~keep, "model"].unique()))
+    t = table[keep].sort_values(["n", "finished_at"])
+    return t.drop_duplicates(COORDS, keep="last")
 
 
 def eps_label(eps: float, norm: str) -> str:
@@ -24,12 +47,15 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     """Gives one row per model: labels used, clean ID/OOD accuracy, robust accuracy, Dice.
 
     Clean numbers come from the in-distribution test split (role ``test``) and the mean over OOD
-    splits; robust numbers are on the in-distribution test split, one column per attack and eps.
+    splits; robust accuracy is on the in-distribution test split under attacks on the class head,
+    one column per attack and eps; Dice under attack is the worst over attacks on the mask head at
+    the largest eps.
     Models are ranked by their worst robust accuracy over the attacks at the largest eps, then by
     clean OOD accuracy; U-Nets (no classifier) rank by nucleus Dice under attack after them.
     """
     if table.empty:
         return pd.DataFrame()
+    table = current_rows(table)
     ok = table[table["status"] == "ok"].copy()
     ok["role"] = ok["split"].map(lambda s: SPLITS.get(s).role if s in SPLITS else "unknown")
     models = table.drop_duplicates("model").set_index("model")
@@ -49,7 +75,8 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     board["clean_acc_id"] = mean_of(clean, "accuracy", "test")
     board["clean_acc_ood"] = mean_of(clean, "accuracy", "ood")
     robust_cols = []
-    rob = attacked[(attacked["metric"] == "robust_accuracy") & (attacked["role"] == "test")]
+    rob = attacked[(attacked["metric"] == "robust_accuracy") & (attacked["role"] == "test")
+                   & (attacked["target"] == "cls")]
     for (attack, norm, eps), grp in rob.groupby(["attack", "norm", "eps"], sort=True):
         col = f"{attack}@{eps_label(eps, norm)}"
         board[col] = grp.groupby("model")["value"].mean()
@@ -57,7 +84,8 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     for part in ("nucleus", "cytoplasm"):
         board[f"{part}_dice_id"] = mean_of(clean, f"{part}_dice", "test")
         board[f"{part}_dice_ood"] = mean_of(clean, f"{part}_dice", "ood")
-    seg_adv = attacked[(attacked["metric"] == "nucleus_dice") & (attacked["role"] == "test")]
+    seg_adv = attacked[(attacked["metric"] == "nucleus_dice") & (attacked["role"] == "test")
+                       & (attacked["target"] == "seg")]
     if not seg_adv.empty:
         worst_eps = seg_adv.groupby("model")["eps"].transform("max")
         at_max = seg_adv[seg_adv["eps"] == worst_eps]
@@ -78,6 +106,9 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     board = board.assign(_k1=board[key].fillna(-1), _k2=board["clean_acc_ood"].fillna(-1),
                          _k3=seg_key.fillna(-1))
     board = board.sort_values(["_k1", "_k2", "_k3"], ascending=False).drop(columns=["_k1", "_k2", "_k3"])
+    first = ["family", "recipe", "labelled_images", "masked_images", "clean_acc_id", "clean_acc_ood",
+             "worst_robust_acc", "worst_robust_eps"]
+    board = board[[c for c in first if c in board] + [c for c in board if c not in first]]
     board = board.rename_axis("model").reset_index()
     board.insert(0, "rank", np.arange(1, len(board) + 1))
     return board
@@ -99,9 +130,9 @@ HEADERS = {
     "clean_acc_id": "clean acc ID %", "clean_acc_ood": "clean acc OOD %",
     "nucleus_dice_id": "nucleus Dice ID %", "cytoplasm_dice_id": "cytoplasm Dice ID %",
     "nucleus_dice_ood": "nucleus Dice OOD %", "cytoplasm_dice_ood": "cytoplasm Dice OOD %",
-    "nucleus_dice_adv": "nucleus Dice attacked %", "nucleus_dice_adv_eps": "at eps",
+    "nucleus_dice_adv": "nucleus Dice under seg attack %", "nucleus_dice_adv_eps": "seg attack eps",
     "failed_cells": "failed cells", "worst_robust_acc": "worst robust acc %",
-    "worst_robust_eps": "at eps",
+    "worst_robust_eps": "worst at eps",
 }
 
 

@@ -18,7 +18,7 @@ def noise_linf(model: nn.Module, spec: AttackSpec):
 
     def attack(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         best = images.clone()
-        best_loss = torch.full((len(images),), -float("inf"))
+        best_loss = torch.full((len(images),), -float("inf"), device=images.device)
         for _ in range(int(spec.params["samples"])):
             noise = spec.eps * torch.sign(torch.rand_like(images) - 0.5)
             adv = (images + noise).clamp(0, 1)

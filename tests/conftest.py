@@ -1,0 +1,94 @@
+"""Shared fixtures: a private model cache, the tiny models trained once, and one small bench run.
+
+Nothing here writes into the repository or the user's home: ``WBC_ROBUST_HOME`` points at a
+session temporary directory before any model is loaded, and run outputs go to tmp dirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustbench_wbc import paths
+from robustbench_wbc.attacks import ATTACKS
+from robustbench_wbc.models import MODELS, ModelCard, load_model
+
+# One intra-op thread: the tiny models gain nothing from two, and a suite sharing 2 cores with
+# another process slows down many times over when both spin OpenMP threads.
+torch.set_num_threads(1)
+
+TINY_MODELS = MODELS.list(where=lambda e: e.tiny)
+# The bench matrix the bench, report and CLI tests share: small, but every family and attack.
+BENCH_MODELS = ("tiny_cls", "tiny_unet", "tiny_multitask")
+BENCH_SPLITS = ("synth:test", "synth:ood-lab-b")
+BENCH_ATTACKS = ("fgsm", "pgd")
+BENCH_EPS = (2 / 255, 8 / 255)
+BENCH_N = 20
+
+
+@pytest.fixture(scope="session", autouse=True)
+def wbc_home(tmp_path_factory: pytest.TempPathFactory):
+    """Points the model cache at a session tmp dir (restored afterwards)."""
+    home = tmp_path_factory.mktemp("wbc_robust_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WBC_ROBUST_HOME", str(home))
+        assert paths.home() == home.resolve()
+        yield home
+
+
+@pytest.fixture(scope="session")
+def tiny_cards(wbc_home: Path) -> dict[str, ModelCard]:
+    """Trains (once per session) every registered tiny model; gives their cards."""
+    assert set(BENCH_MODELS) <= set(TINY_MODELS)
+    cards = {}
+    for mid in TINY_MODELS:
+        model, card = load_model(mid)
+        assert not model.training
+        cards[mid] = card
+    return cards
+
+
+@pytest.fixture(scope="session")
+def load_tiny(tiny_cards) -> Callable[[str], torch.nn.Module]:
+    """Gives a fresh copy (its own module, eval mode) of a trained tiny model, from the cache."""
+
+    def load(model_id: str) -> torch.nn.Module:
+        assert model_id in tiny_cards
+        model, card = load_model(model_id, train=False)
+        assert card.weights_sha256 == tiny_cards[model_id].weights_sha256
+        return model
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def bench_run(tmp_path_factory, tiny_cards):
+    """One bench run over the tiny models: ``(out dir, summary)``."""
+    from robustbench_wbc.bench import run
+
+    out = tmp_path_factory.mktemp("bench_out")
+    summary = run(list(BENCH_MODELS), list(BENCH_SPLITS), list(BENCH_ATTACKS), out,
+                  eps=list(BENCH_EPS), n_images=BENCH_N)
+    return out, summary
+
+
+@pytest.fixture(scope="session")
+def bench_table(bench_run):
+    from robustbench_wbc.bench import ResultStore
+
+    out, _ = bench_run
+    return ResultStore(out).table()
+
+
+@pytest.fixture
+def restore_attacks():
+    """Removes any attack a test registers, and restores the plugin-loading state."""
+    before = set(ATTACKS._entries)
+    loaded = ATTACKS._plugins_loaded
+    yield
+    for name in set(ATTACKS._entries) - before:
+        ATTACKS.remove(name)
+    ATTACKS._plugins_loaded = loaded

@@ -1,0 +1,230 @@
+"""The ``wbc-robust`` command line, through typer's CliRunner."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from robustbench_wbc._version import __version__
+from robustbench_wbc.attacks import register_attack
+from robustbench_wbc.cli import app
+from robustbench_wbc.cli.listing import zoo_card
+from robustbench_wbc.data import SPLITS
+from robustbench_wbc.models import MODELS, list_models
+
+COMMANDS = [[], ["run"], ["leaderboard"], ["models"], ["models", "list"], ["models", "train"],
+            ["models", "cards"], ["attacks"], ["attacks", "list"], ["splits"], ["splits", "list"]]
+WIDE = {"COLUMNS": "250"}
+
+
+@pytest.fixture(scope="module")
+def cli():
+    return CliRunner()
+
+
+def _text(result) -> str:
+    """stdout and stderr together, rich's line wrapping undone."""
+    parts = [result.output]
+    try:
+        if result.stderr and result.stderr not in result.output:
+            parts.append(result.stderr)
+    except ValueError:  # stderr not captured separately
+        pass
+    return " ".join(" ".join(parts).split())
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "wbc-robust")
+def test_help(cli, args):
+    result = cli.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_version(cli):
+    result = cli.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_run_help_lists_options(cli):
+    text = _text(cli.invoke(app, ["run", "--help"], env=WIDE))
+    for opt in ("--models", "--attacks", "--splits", "--eps", "--n-images", "--seed", "--out", "--force"):
+        assert opt in text
+
+
+# --- listings ------------------------------------------------------------------------------------
+def test_models_list(cli, tiny_cards):
+    result = cli.invoke(app, ["models", "list", "--tiny"], env=WIDE)
+    assert result.exit_code == 0
+    for m in list_models(include_tiny=True):
+        assert m in result.output
+    plain = cli.invoke(app, ["models", "list"], env=WIDE)
+    assert plain.exit_code == 0
+    assert "tiny_cls" not in plain.output and all(m in plain.output for m in list_models())
+    filtered = cli.invoke(app, ["models", "list", "--tiny", "tiny_u*"], env=WIDE)
+    assert "tiny_unet" in filtered.output and "tiny_cls" not in filtered.output
+
+
+def test_models_list_ids_are_never_truncated(cli):
+    """The listing is where users copy ids from; at 80 columns (a pipe, CI logs) they must stay whole."""
+    result = cli.invoke(app, ["models", "list", "--tiny"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    for m in list_models(include_tiny=True):
+        assert m in result.output, f"{m!r} is cut in the 80-column listing"
+
+
+def test_attacks_list(cli):
+    result = cli.invoke(app, ["attacks", "list"], env=WIDE)
+    assert result.exit_code == 0
+    assert "fgsm" in result.output and "pgd" in result.output and "8/255" in result.output
+
+
+@pytest.mark.parametrize("columns", ["250", "80"])
+def test_splits_list_one_line_per_split(cli, columns):
+    result = cli.invoke(app, ["splits", "list"], env={"COLUMNS": columns})
+    assert result.exit_code == 0
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert [line.split()[0] for line in lines] == SPLITS.list()
+    assert len(lines) == len(SPLITS.list())
+
+
+def test_models_cards(cli, tmp_path):
+    out = tmp_path / "cards"
+    result = cli.invoke(app, ["models", "cards", "--out", str(out)])
+    assert result.exit_code == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(f"{m}.yaml" for m in list_models())
+    for m in list_models():
+        assert yaml.safe_load((out / f"{m}.yaml").read_text()) == zoo_card(m)
+
+
+def test_models_train(cli, tiny_cards):
+    result = cli.invoke(app, ["models", "train", "tiny_cls"], env=WIDE)
+    assert result.exit_code == 0, _text(result)
+    assert tiny_cards["tiny_cls"].weights_sha256[:12] in result.output
+
+
+# --- usage errors exit 2 -------------------------------------------------------------------------
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--models", "nope"], "Unknown model 'nope'"),
+    (["--models", "tiny_clss"], "Did you mean: tiny_cls"),
+    (["--models", "nothing*"], "matches nothing"),
+    (["--attacks", "pgdd"], "Did you mean: pgd"),
+    (["--splits", "synth:tset"], "Did you mean: synth:test"),
+    (["--eps", "8/2x55"], "malformed eps"),
+    (["--eps", "-1/255"], "eps must be ≥ 0"),
+    (["--eps=-1/255"], "eps must be ≥ 0"),
+    (["--eps", "1/0"], "division by zero"),
+    (["--eps", "0.9"], "--force"),
+    (["--eps", ""], "no eps given"),
+    (["--n-images", "0"], "n-images"),
+])
+def test_run_usage_errors_exit_2(cli, tmp_path, args, expected):
+    base = ["run", "--models", "tiny_cls", "--splits", "synth:test", "--out", str(tmp_path / "out")]
+    result = cli.invoke(app, [*base, *args])
+    assert result.exit_code == 2, _text(result)
+    assert expected in _text(result)
+    assert not (tmp_path / "out" / "cells").exists()
+
+
+def test_run_decimal_fraction_eps_does_not_crash(cli, tmp_path):
+    """Regression: `--eps 0.5/255` (accepted by the eps grammar) raised a bare ValueError."""
+    result = cli.invoke(app, ["run", "--models", "tiny_cls", "--splits", "synth:test", "--attacks", "fgsm",
+                              "--eps", "0.5/255", "--n-images", "5", "--out", str(tmp_path / "out")])
+    assert result.exit_code in (0, 2), repr(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+
+
+def test_leaderboard_on_empty_dir_exits_1(cli, tmp_path):
+    result = cli.invoke(app, ["leaderboard", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no results" in _text(result)
+
+
+# --- end to end ----------------------------------------------------------------------------------
+E2E_MODELS = "tiny_cls,tiny_unet,tiny_multitask"
+
+
+@pytest.fixture(scope="module")
+def e2e_out(tmp_path_factory, tiny_cards):
+    out = tmp_path_factory.mktemp("cli_e2e")
+    result = CliRunner().invoke(app, ["run", "--models", E2E_MODELS, "--attacks", "fgsm,pgd",
+                                      "--eps", "2/255,8/255", "--n-images", "20", "--out", str(out)])
+    return out, result
+
+
+def test_e2e_run(e2e_out):
+    out, result = e2e_out
+    assert result.exit_code == 0, _text(result) + repr(result.exception)
+    assert "0 already done" in _text(result) and "0 failed" in _text(result)
+    assert (out / "results.parquet").is_file() and (out / "results.csv").is_file()
+    table = pd.read_parquet(out / "results.parquet")
+    assert set(table["model"]) == set(E2E_MODELS.split(","))
+    assert set(table["split"]) == {"synth:test", "synth:ood-lab-b"}  # the default splits
+    assert set(table["attack"]) == {"none", "fgsm", "pgd"}
+    assert set(table["status"]) == {"ok"} and (table["n"] == 20).all()
+
+
+def test_e2e_rerun_skips(cli, e2e_out):
+    out, first = e2e_out
+    assert first.exit_code == 0
+    before = pd.read_parquet(out / "results.parquet")
+    result = cli.invoke(app, ["run", "--models", E2E_MODELS, "--attacks", "fgsm,pgd",
+                              "--eps", "2/255,8/255", "--n-images", "20", "--out", str(out)])
+    assert result.exit_code == 0
+    n_cells = before["cell_id"].nunique()
+    assert f"{n_cells} cells: {n_cells} already done, 0 run, 0 failed" in _text(result)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), before)
+
+
+def test_e2e_leaderboard_csv(cli, e2e_out, tmp_path):
+    out, first = e2e_out
+    assert first.exit_code == 0
+    written = tmp_path / "board" / "lb.csv"
+    result = cli.invoke(app, ["leaderboard", "--out", str(out), "--format", "csv", "--write", str(written)])
+    assert result.exit_code == 0, _text(result)
+    board = pd.read_csv(written)
+    assert pd.read_csv(io.StringIO(result.stdout)).equals(board)  # what is printed is what is written
+    assert sorted(board["model"]) == sorted(E2E_MODELS.split(","))
+    assert board["rank"].tolist() == [1, 2, 3]
+    robust = [c for c in board.columns if "@" in c]
+    assert sorted(robust) == ["fgsm@2/255", "fgsm@8/255", "pgd@2/255", "pgd@8/255"]
+    for _, row in board.iterrows():
+        if row["family"] == "unet":
+            assert pd.isna(row["clean_acc_id"]) and all(pd.isna(row[c]) for c in robust)
+            assert 0 <= row["nucleus_dice_id"] <= 1
+        else:
+            for c in robust:
+                assert row[c] <= row["clean_acc_id"] + 1e-12, (row["model"], c)
+
+
+def test_e2e_leaderboard_markdown(cli, e2e_out):
+    out, first = e2e_out
+    assert first.exit_code == 0
+    result = cli.invoke(app, ["leaderboard", "--out", str(out)], env=WIDE)
+    assert result.exit_code == 0
+    lines = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + 3
+    assert "pgd@8/255 robust acc %" in lines[0]
+
+
+def test_run_with_cheating_attack_exits_1(cli, tmp_path, restore_attacks, tiny_cards):
+    @register_attack(norm="linf", backend="test", default_eps=(8 / 255,))
+    def cheat_cli_test(model, spec):
+        """Adds twice the budget."""
+        return lambda images, targets: (images + 2 * spec.eps).clamp(0, 1)
+
+    result = cli.invoke(app, ["run", "--models", "tiny_cls", "--splits", "synth:test", "--attacks",
+                              "cheat_cli_test", "--n-images", "10", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    text = _text(result)
+    assert "1 failed" in text and "invalid" in text and "threat model violated" in text
+    # the leaderboard still shows the model, with its failed cell counted
+    board = cli.invoke(app, ["leaderboard", "--out", str(tmp_path), "--format", "csv"])
+    assert board.exit_code == 0
+    df = pd.read_csv(io.StringIO(board.stdout))
+    assert df["model"].tolist() == ["tiny_cls"] and df["failed_cells"].tolist() == [1]
+    assert MODELS.get("tiny_cls").family == df["family"].item()

@@ -1,0 +1,148 @@
+"""Leaderboards from the tidy table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import BENCH_ATTACKS, BENCH_EPS, BENCH_MODELS
+
+from robustbench_wbc.bench import CLEAN
+from robustbench_wbc.report import current_rows, eps_label, leaderboard, to_markdown
+
+
+@pytest.fixture(scope="module")
+def board(bench_table):
+    return leaderboard(bench_table)
+
+
+ROBUST_COLS = [f"{a}@{eps_label(e, 'linf')}" for a in BENCH_ATTACKS for e in BENCH_EPS]
+
+
+@pytest.mark.parametrize(("eps", "norm", "label"), [
+    (8 / 255, "linf", "8/255"), (1 / 255, "linf", "1/255"), (64 / 255, "linf", "64/255"),
+    (0.03, "linf", "0.03"), (0.5 / 255, "linf", "0.001961"),
+    (0.5, "l2", "0.5"), (8 / 255, "l2", "0.03137"), (1.0, "l2", "1"),
+])
+def test_eps_label(eps, norm, label):
+    assert eps_label(eps, norm) == label
+
+
+def test_one_row_per_model_ranked(board):
+    assert sorted(board["model"]) == sorted(BENCH_MODELS)
+    assert board["rank"].tolist() == list(range(1, len(BENCH_MODELS) + 1))
+    assert list(board.columns[:2]) == ["rank", "model"]
+
+
+def test_columns(board):
+    for col in ["clean_acc_id", "clean_acc_ood", "nucleus_dice_id", "cytoplasm_dice_id",
+                "nucleus_dice_ood", "failed_cells", "worst_robust_acc", *ROBUST_COLS]:
+        assert col in board.columns, col
+    assert (board["failed_cells"] == 0).all()
+
+
+def test_family_rows(board, tiny_cards):
+    b = board.set_index("model")
+    for m in BENCH_MODELS:
+        assert b.loc[m, "family"] == tiny_cards[m].family
+        assert b.loc[m, "labelled_images"] == tiny_cards[m].labelled_images
+        assert b.loc[m, "masked_images"] == tiny_cards[m].masked_images
+    unet = b.loc["tiny_unet"]
+    assert np.isnan(unet["clean_acc_id"]) and np.isnan(unet["clean_acc_ood"])
+    assert all(np.isnan(unet[c]) for c in ROBUST_COLS)
+    assert 0 <= unet["nucleus_dice_id"] <= 1 and 0 <= unet["nucleus_dice_ood"] <= 1
+    assert 0 <= unet["nucleus_dice_adv"] <= 1
+    cls = b.loc["tiny_cls"]
+    assert np.isnan(cls["nucleus_dice_id"])
+    for m in ("tiny_cls", "tiny_multitask"):
+        assert 0 <= b.loc[m, "clean_acc_id"] <= 1 and 0 <= b.loc[m, "clean_acc_ood"] <= 1
+    assert 0 <= b.loc["tiny_multitask", "nucleus_dice_id"] <= 1
+
+
+def test_robust_columns_below_clean(board):
+    for _, row in board[board["family"] != "unet"].iterrows():
+        for col in ROBUST_COLS:
+            assert row[col] <= row["clean_acc_id"] + 1e-12, (row["model"], col)
+        assert row["worst_robust_acc"] == pytest.approx(min(row[c] for c in ROBUST_COLS if c.endswith("8/255")))
+        assert row["worst_robust_eps"] == pytest.approx(max(BENCH_EPS))
+
+
+def test_numbers_come_from_the_table(board, bench_table):
+    t = bench_table
+    b = board.set_index("model")
+    sel = t[(t["model"] == "tiny_cls") & (t["split"] == "synth:test") & (t["attack"] == CLEAN)
+            & (t["metric"] == "accuracy")]
+    assert b.loc["tiny_cls", "clean_acc_id"] == pytest.approx(sel["value"].item())
+    sel = t[(t["model"] == "tiny_multitask") & (t["split"] == "synth:test") & (t["attack"] == "pgd")
+            & (t["eps"] == BENCH_EPS[-1]) & (t["target"] == "cls") & (t["metric"] == "robust_accuracy")]
+    assert b.loc["tiny_multitask", f"pgd@{eps_label(BENCH_EPS[-1], 'linf')}"] == pytest.approx(sel["value"].item())
+
+
+def test_ranking_puts_unet_last(board):
+    assert board.iloc[-1]["model"] == "tiny_unet"
+    ranked = board[board["family"] != "unet"]
+    keys = list(zip(ranked["worst_robust_acc"], ranked["clean_acc_ood"]))
+    assert keys == sorted(keys, reverse=True)
+
+
+def test_to_markdown(board):
+    text = to_markdown(board)
+    lines = text.strip().splitlines()
+    assert len(lines) == len(board) + 2
+    header = lines[0]
+    assert header.startswith("| rank | model |")
+    for col in ROBUST_COLS:
+        assert f"{col} robust acc %" in header
+    assert set(lines[1]) <= {"|", "-"}
+    n_pipes = header.count("|")
+    assert all(line.count("|") == n_pipes for line in lines)
+    unet_line = next(line for line in lines if "tiny_unet" in line)
+    assert "–" in unet_line  # missing numbers are shown as a dash, not "nan"
+    assert "nan" not in text.lower()
+
+
+def test_empty_inputs():
+    assert leaderboard(pd.DataFrame()).empty
+    assert "No results yet" in to_markdown(pd.DataFrame())
+
+
+# --- ranking on a hand-made table --------------------------------------------------------------------
+def _row(model, family, split, attack, metric, value, eps=0.0, status="ok", cell=None, target="cls",
+         sha="w1", n=20, at="2026-11-25T12:00:00Z"):
+    return {"model": model, "family": family, "recipe": "r", "labelled_images": 1, "masked_images": 0,
+            "split": split, "attack": attack, "norm": "linf" if attack != CLEAN else "none", "eps": eps,
+            "target": target if attack != CLEAN else "none", "metric": metric, "value": value,
+            "status": status, "cell_id": cell or f"{model}-{split}-{attack}-{eps}-{sha}-{n}",
+            "seed": 0, "params": "", "n": n, "model_sha256": sha, "finished_at": pd.Timestamp(at)}
+
+
+def test_leaderboard_uses_newest_checkpoint_and_largest_n():
+    rows = [
+        _row("a", "classifier", "synth:test", CLEAN, "accuracy", 0.2, sha="old", at="2026-11-25T10:00:00Z"),
+        _row("a", "classifier", "synth:test", CLEAN, "accuracy", 0.8, sha="new", n=20, at="2026-11-25T11:00:00Z"),
+        _row("a", "classifier", "synth:test", CLEAN, "accuracy", 0.6, sha="new", n=40, at="2026-11-25T10:30:00Z"),
+    ]
+    table = pd.DataFrame(rows)
+    kept = current_rows(table)
+    assert kept["model_sha256"].unique().tolist() == ["new"]
+    assert kept["value"].tolist() == [0.6]  # the larger n wins over the newer, smaller one
+    assert leaderboard(table).set_index("model").loc["a", "clean_acc_id"] == pytest.approx(0.6)
+
+
+def test_ranking_by_worst_robust_accuracy_then_ood():
+    e = 8 / 255
+    rows = []
+    for model, clean, ood, pgd, fgsm in [("a", 0.9, 0.8, 0.1, 0.5), ("b", 0.5, 0.3, 0.4, 0.45),
+                                         ("c", 0.6, 0.5, 0.4, 0.6)]:
+        rows += [_row(model, "classifier", "synth:test", CLEAN, "accuracy", clean),
+                 _row(model, "classifier", "synth:ood-lab-b", CLEAN, "accuracy", ood),
+                 _row(model, "classifier", "synth:test", "pgd", "robust_accuracy", pgd, e),
+                 _row(model, "classifier", "synth:test", "fgsm", "robust_accuracy", fgsm, e)]
+    rows.append(_row("a", "classifier", "synth:test", "pgd", "status", np.nan, 2 / 255, status="failed"))
+    board = leaderboard(pd.DataFrame(rows))
+    # b and c tie on the worst case (0.4); c has the better OOD accuracy; a is broken by PGD
+    assert board["model"].tolist() == ["c", "b", "a"]
+    b = board.set_index("model")
+    assert b.loc["a", "worst_robust_acc"] == pytest.approx(0.1)
+    assert b.loc["a", "failed_cells"] == 1 and b.loc["b", "failed_cells"] == 0
+    assert "pgd@2/255" not in board.columns  # a failed cell gives no number
