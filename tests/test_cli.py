@@ -228,3 +228,19 @@ def test_run_with_cheating_attack_exits_1(cli, tmp_path, restore_attacks, tiny_c
     df = pd.read_csv(io.StringIO(board.stdout))
     assert df["model"].tolist() == ["tiny_cls"] and df["failed_cells"].tolist() == [1]
     assert MODELS.get("tiny_cls").family == df["family"].item()
+
+
+def test_corrupt_checkpoint_names_the_fix(cli, tmp_path, monkeypatch):
+    """A damaged card stops the run with exit 1 and says how to repair it; listing still works."""
+    from robustbench_wbc import paths
+    from robustbench_wbc.models import load_model
+
+    monkeypatch.setenv("WBC_ROBUST_HOME", str(tmp_path / "home"))
+    load_model("tiny_cls")
+    (paths.checkpoint_dir("tiny_cls") / "card.json").write_text("{not json")
+    result = cli.invoke(app, ["run", "--models", "tiny_cls", "--splits", "synth:test", "--attacks", "fgsm",
+                              "--eps", "1/255", "--n-images", "5", "--out", str(tmp_path / "out")], env=WIDE)
+    assert result.exit_code == 1, _text(result)
+    assert "wbc-robust models train tiny_cls --force" in _text(result)
+    listing = cli.invoke(app, ["models", "list", "--tiny"], env=WIDE)
+    assert listing.exit_code == 0 and "corrupt" in listing.output

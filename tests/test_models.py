@@ -242,7 +242,7 @@ def test_corrupt_card_in_cache_raises_through_load_model(tmp_path, monkeypatch, 
     (tmp_path / "checkpoints" / "tiny_cls" / CARD).write_text("{corrupt")
     with pytest.raises(CheckpointError, match="cannot read model card"):
         load_model("tiny_cls")
-    with pytest.raises(CardError):
+    with pytest.raises(CheckpointError, match="wbc-robust models train tiny_cls --force"):
         read_card("tiny_cls")
 
 

@@ -12,7 +12,7 @@ from rich.table import Column, Table
 from robustbench_wbc.attacks.base import ATTACKS
 from robustbench_wbc.cli._common import console, handle_errors, setup_logging
 from robustbench_wbc.data.splits import SPLITS
-from robustbench_wbc.models.hub import load_model, read_card
+from robustbench_wbc.models.hub import CheckpointError, load_model, read_card
 from robustbench_wbc.models.zoo import MODELS, list_models
 from robustbench_wbc.report.leaderboard import eps_label
 
@@ -33,8 +33,11 @@ def models_list(
     table.columns.insert(0, Column("model", no_wrap=True, min_width=max(map(len, ids), default=5)))
     for mid in ids:
         e = MODELS.get(mid)
-        table.add_row(mid, e.family, e.encoder, e.recipe, str(e.seed),
-                      "yes" if read_card(mid) else "no", e.description)
+        try:
+            trained = "yes" if read_card(mid) else "no"
+        except CheckpointError:
+            trained = "corrupt"
+        table.add_row(mid, e.family, e.encoder, e.recipe, str(e.seed), trained, e.description)
     console.print(table)
 
 

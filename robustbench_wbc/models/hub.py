@@ -88,13 +88,23 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, card_fields: dict) 
 def read_card(model_id: str) -> ModelCard | None:
     """Gives the card of a trained model in the cache, or ``None`` if it is not trained yet."""
     path = paths.checkpoint_dir(model_id) / CARD
-    return ModelCard.read(path) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return ModelCard.read(path)
+    except CardError as exc:
+        raise CheckpointError(f"{exc}. {_fix(model_id)}") from exc
+
+
+def _fix(model_id: str) -> str:
+    return (f"Delete {paths.checkpoint_dir(model_id)} to retrain it, "
+            f"or run `wbc-robust models train {model_id} --force`.")
 
 
 def load_checkpoint(directory: Path, entry: ModelEntry) -> tuple[torch.nn.Module, ModelCard]:
     """Builds ``entry``'s model and loads the checked weights from ``directory``."""
     directory = Path(directory)
-    fix = f"Delete {directory} to retrain it, or run `wbc-robust models train {entry.id} --force`."
+    fix = _fix(entry.id)
     try:
         card = ModelCard.read(directory / CARD)
     except CardError as exc:
