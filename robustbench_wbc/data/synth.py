@@ -14,7 +14,7 @@ number of images asked for, and the same cell can be rendered under several doma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -133,7 +133,7 @@ def _capsule(x, y, p0, p1, width):
     return np.hypot(x - p0[0] - t * d[0], y - p0[1] - t * d[1]) <= width / 2
 
 
-def _granules(rng, shape, region, density, radius_px, um_px):
+def _granules(rng, shape, region, density, radius_px):
     """A granule concentration map: Poisson-placed dots of ``radius_px``, inside ``region``."""
     seeds = (rng.random(shape) < density) & region
     g = ndimage.gaussian_filter(seeds.astype(np.float64), max(radius_px, 0.3))
@@ -252,15 +252,15 @@ def render_cell(
 
     # --- granules
     if m.granules == "fine":  # neutrophil: fine, barely resolved lilac dust
-        g = _granules(rng, (size, size), cytoplasm, 0.25, 0.25 / um, um)
+        g = _granules(rng, (size, size), cytoplasm, 0.25, 0.25 / um)
         conc[STAIN_PURPLE] += 0.12 * g
         conc[STAIN_EOSIN] += 0.1 * g
     elif m.granules == "large-eosin":  # eosinophil: packed, large orange-red granules
-        g = _granules(rng, (size, size), cytoplasm, 0.22, 0.3 / um, um)
+        g = _granules(rng, (size, size), cytoplasm, 0.22, 0.3 / um)
         conc[STAIN_EOSIN] += 0.95 * g
         conc[STAIN_MB] += 0.05 * g
     elif m.granules == "large-dark":  # basophil: large purple-black granules, over the nucleus too
-        g = _granules(rng, (size, size), cell, 0.14, 0.3 / um, um)
+        g = _granules(rng, (size, size), cell, 0.14, 0.3 / um)
         conc[STAIN_PURPLE] += 1.15 * g
         conc[STAIN_MB] += 0.35 * g
 
@@ -320,7 +320,3 @@ def generate(
         meta.append(md | {"domain": domain.name, "index": i})
     return images, labels, masks, meta
 
-
-def with_camera(domain: Domain, **changes) -> Domain:
-    """Gives ``domain`` with some camera fields changed (a convenience for new domains)."""
-    return replace(domain, camera=replace(domain.camera, **changes))

@@ -119,8 +119,7 @@ def train_model(entry: ModelEntry, progress: ProgressFn | None = None
         "train_steps": best_step,
         "labelled_images": r.train_images if r.use_labels else 0,
         "masked_images": r.train_images if r.use_masks else 0,
-        "data": {"split": "synth:train", "images": str(r.train_images),
-                 "sha256": train.content_hash()},
+        "data": {"split": "synth:train", "sha256": train.content_hash()},
         "image_size": r.image_size,
     }
     return model, best_metrics, facts
