@@ -56,11 +56,16 @@ def plan(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str],
         card = cards[m]
         for s in splits:
             split_def = SPLITS.get(s)
+            # a head is measured only where the split has its labels: no masks, no Dice
+            targets = [t for t in default_targets(card.family) if t == "cls" or split_def.has_masks]
+            if card.family == "unet" and not split_def.has_masks:
+                logger.warning("%s is left out on %s: a U-Net is scored on masks, and the split has none", m, s)
+                continue
             n = split_def.default_n if n_images is None else min(n_images, split_def.default_n)
             cells.append(Cell(m, s, CLEAN, 0.0, "none", seed, n, card.weights_sha256))
             for a in attacks:
                 entry = ATTACKS.get(a)
-                for target in default_targets(card.family):
+                for target in targets:
                     if target not in entry.targets:
                         continue
                     for e in (entry.default_eps if eps is None else eps):
@@ -142,7 +147,7 @@ def evaluate_cell(cell: Cell, ctx: Context) -> CellResult:
             clean_ok = correct(clean["logits"], data.labels)
             samples["clean_pred"] = clean["logits"].argmax(1)
             metrics["accuracy"] = clean_ok.float().mean().item()
-        if "mask" in clean:
+        if "mask" in clean and data.masks is not None:  # real splits may come without masks
             for k, v in segmentation_scores(clean["mask"], data.masks.long()).items():
                 samples[f"clean_{k}"] = v
                 metrics[k] = v.mean().item()
@@ -173,7 +178,7 @@ def _attack_metrics(cell, model, data, clean, samples) -> dict[str, float]:
         metrics["robust_accuracy"] = robust.float().mean().item()
         n_ok = int(clean_ok.sum())
         metrics["attack_success_rate"] = (clean_ok & ~adv_ok).sum().item() / n_ok if n_ok else float("nan")
-    if "mask" in adv:
+    if "mask" in adv and data.masks is not None:
         for k, v in segmentation_scores(adv["mask"], data.masks.long()).items():
             samples[f"adv_{k}"] = v
             metrics[k] = v.mean().item()
@@ -184,17 +189,20 @@ def _attack_metrics(cell, model, data, clean, samples) -> dict[str, float]:
 
 
 COLUMNS = ["run_id", "cell_id", "model", "family", "encoder", "recipe", "model_seed", "split",
-           "domain", "attack", "backend", "target", "norm", "eps", "seed", "metric", "value", "n",
+           "domain", "corruption", "severity", "attack", "backend", "target", "norm", "eps", "seed", "metric", "value", "n",
            "status", "reason", "time_s", "finished_at", "labelled_images", "masked_images", "params",
            "model_sha256", "git_sha", "v_robustbench_wbc", "v_torch", "v_timm", "v_torchattacks"]
 
 
 def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, float], status: str,
           reason: str, time_s: float) -> pd.DataFrame:
+    split = SPLITS.get(cell.split)
+    synth = split.synth
     base = {
         "run_id": ctx.run_id, "cell_id": cell.id, "model": cell.model, "family": card.family,
         "encoder": card.encoder, "recipe": card.recipe, "model_seed": card.seed, "split": cell.split,
-        "domain": SPLITS.get(cell.split).domain, "attack": cell.attack, "backend": cell.backend,
+        "domain": split.domain, "corruption": synth.corruption if synth and synth.corruption else "none",
+        "severity": synth.severity if synth else 0, "attack": cell.attack, "backend": cell.backend,
         "target": cell.target, "norm": cell.norm, "eps": float(cell.eps), "seed": cell.seed,
         "n": cell.n_images, "status": status, "reason": reason, "time_s": round(time_s, 4),
         "finished_at": pd.Timestamp.now(tz="UTC"),

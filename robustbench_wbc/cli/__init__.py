@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from robustbench_wbc._version import __version__
+from robustbench_wbc.cli.data import data_app
 from robustbench_wbc.cli.leaderboard import leaderboard
 from robustbench_wbc.cli.listing import attacks_app, models_app, splits_app
 from robustbench_wbc.cli.run import run
@@ -18,6 +19,7 @@ app.command()(leaderboard)
 app.add_typer(models_app, name="models")
 app.add_typer(attacks_app, name="attacks")
 app.add_typer(splits_app, name="splits")
+app.add_typer(data_app, name="data")
 
 
 def _version(value: bool) -> None:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from robustbench_wbc.attacks.base import EpsError
+from robustbench_wbc.data.real import DataError, DataOptionError
 from robustbench_wbc.models.card import CardError
 from robustbench_wbc.models.hub import CheckpointError
 from robustbench_wbc.registry import PluginError, UnknownNameError
@@ -20,7 +21,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-USAGE_ERRORS = (UnknownNameError, EpsError)
+USAGE_ERRORS = (UnknownNameError, EpsError, DataOptionError, DataError)
 RUN_ERRORS = (CheckpointError, CardError, PluginError)
 
 F = TypeVar("F", bound=Callable)

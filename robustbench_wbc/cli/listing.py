@@ -92,9 +92,16 @@ def attacks_list(filter: Annotated[str, typer.Argument(help="A wildcard.")] = ""
 
 @splits_app.command("list")
 @handle_errors
-def splits_list(filter: Annotated[str, typer.Argument(help="A wildcard.")] = "") -> None:
+def splits_list(
+    filter: Annotated[str, typer.Argument(help="A wildcard.")] = "",
+    data: Annotated[list[str] | None, typer.Option(help="Also list a real dataset's splits: NAME=PATH.")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Skip unreadable files in --data instead of stopping.")] = False,
+) -> None:
     """List registered splits, one line each: role, domain, size, description."""
+    from robustbench_wbc.cli.run import register_data_options
+
+    register_data_options(data, skip_bad)
     for sid in SPLITS.list(filter):
         s = SPLITS.get(sid)
-        console.print(f"{sid:<22} {s.role:<5} {s.domain:<8} n={s.default_n:<5} {s.description}",
+        console.print(f"{sid:<28} {s.role:<10} {s.domain:<12} n={s.default_n:<6} {s.description}",
                       highlight=False, soft_wrap=True)

@@ -11,10 +11,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from robustbench_wbc.attacks.base import ATTACKS, NORMS, EpsError, parse_eps
 from robustbench_wbc.bench.runner import run as run_matrix
 from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors, setup_logging
+from robustbench_wbc.data.real import parse_data_option, register_dataset
 from robustbench_wbc.data.splits import DEFAULT_EVAL_SPLITS, SPLITS
 from robustbench_wbc.models.zoo import MODELS
 
 DEFAULT_OUT = Path("wbc-robust-out")
+
+
+def register_data_options(data: list[str] | None, skip_bad: bool) -> list[str]:
+    """Registers each ``--data NAME=PATH`` dataset's splits; gives their ids."""
+    ids: list[str] = []
+    for option in data or []:
+        ids += register_dataset(*parse_data_option(option), skip_bad=skip_bad)
+    return ids
 
 
 @handle_errors
@@ -26,6 +35,10 @@ def run(
     n_images: Annotated[int, typer.Option(min=1, help="Images per split (the first n; class-balanced).")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the attacks' randomness (random starts).")] = 0,
     out: Annotated[Path, typer.Option(help="Output directory: the result store and tables.")] = DEFAULT_OUT,
+    data: Annotated[list[str] | None, typer.Option(
+        help="A real dataset as NAME=PATH (Raabin-WBC, PBC, LISC, BloodMNIST .npz, or class folders); "
+             "its splits are then NAME:SUB (see `splits list --data`). Repeatable.")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Skip (and count) unreadable images or masks instead of stopping.")] = False,
     force: Annotated[bool, typer.Option(help="Allow eps beyond the norm's sensible range.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log training and cell details.")] = False,
 ) -> None:
@@ -36,6 +49,7 @@ def run(
     resumes where it stopped.
     """
     setup_logging(verbose)
+    register_data_options(data, skip_bad)
     model_ids = MODELS.resolve(models, all_filter=lambda e: not e.tiny)
     attack_ids = ATTACKS.resolve(attacks)
     split_ids = SPLITS.resolve(splits)

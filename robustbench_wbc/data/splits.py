@@ -7,12 +7,14 @@ versions, reads) it on demand. Ids are ``source:name`` (``synth:test``).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
-from robustbench_wbc.data.synth import CLASSES, LAB_B, SOURCE_LAB, Domain, generate
+from robustbench_wbc.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from robustbench_wbc.data.synth import CHUNK, CLASSES, DOMAINS, GENERATOR_VERSION, generate
 from robustbench_wbc.registry import Registry
 
 SPLITS: Registry[SplitDef] = Registry("split", list_command="splits list")
@@ -60,10 +62,12 @@ class SplitDef:
 
     name: str
     loader: Callable[[int | None, int], SplitData]
-    role: str  # "train", "val", "test" (in distribution) or "ood"
+    role: str  # "train", "val", "test" (in distribution), "ood", "probe" or "corruption"
     domain: str
     default_n: int
     description: str
+    synth: SynthSpec | None = None  # how a SynthWBC split is made (None for real data)
+    has_masks: bool = True  # real datasets may have class labels only
 
     def load(self, n: int | None = None, image_size: int = 64) -> SplitData:
         """Gives the first ``n`` samples (default: the split's size) at ``image_size`` pixels."""
@@ -73,32 +77,92 @@ class SplitDef:
         return self.loader(n, image_size)
 
 
-def _synth_loader(name: str, seed: int, domain: Domain) -> Callable[[int | None, int], SplitData]:
+@dataclass(frozen=True)
+class SynthSpec:
+    """What a SynthWBC split is: the stream's seed, the lab, and what is done to the images after.
+
+    Args:
+        seed: the cell stream (morphology); splits with the same seed show the same cells.
+        domain: a name in :data:`~robustbench_wbc.data.synth.DOMAINS`.
+        probe: ``None`` or ``"grayscale"`` (luminance only: what shape alone tells).
+        corruption: ``None`` or a corruption name, at ``severity`` 1–5.
+        class_probs: class priors; ``None`` for balanced classes.
+    """
+
+    seed: int
+    domain: str = "source"
+    probe: str | None = None
+    corruption: str | None = None
+    severity: int = 0
+    class_probs: tuple[float, ...] | None = None
+
+    def key(self, size: int) -> str:
+        """A digest of everything that decides the pixels: a changed parameter is a new cache entry."""
+        blob = json.dumps({"generator": GENERATOR_VERSION, "chunk": CHUNK, "size": size, **asdict(self),
+                           "domain_def": repr(DOMAINS[self.domain])}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+PROBES = ("grayscale",)
+
+
+def render(spec: SynthSpec, n: int, size: int, start: int = 0):
+    """Gives images ``start … start + n − 1`` of a SynthWBC split as 8-bit-exact arrays.
+
+    Returns ``(images N×3×H×W float32, labels, masks N×H×W uint8, meta)``.
+    """
+    images, labels, masks, meta = generate(spec.seed, n, size, DOMAINS[spec.domain], spec.class_probs, start)
+    x = torch.from_numpy(images)
+    if spec.probe == "grayscale":
+        luma = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        x = luma.expand(-1, 3, -1, -1)
+    elif spec.probe is not None:
+        raise ValueError(f"unknown probe {spec.probe!r}; expected one of {PROBES}")
+    if spec.corruption is not None:
+        x = corrupt(x, spec.corruption, spec.severity, seed=spec.seed, indices=range(start, start + n))
+    x = torch.round(x * 255) / 255  # saved images are 8-bit
+    return x.contiguous().numpy(), labels, masks, meta
+
+
+def _synth_loader(name: str, spec: SynthSpec) -> Callable[[int, int], SplitData]:
     def load(n: int, image_size: int) -> SplitData:
-        images, labels, masks, meta = generate(seed, n, image_size, domain)
-        return SplitData(name, torch.from_numpy(images), torch.from_numpy(labels),
-                         torch.from_numpy(masks), meta)
+        from robustbench_wbc.data.cache import load_or_render
+
+        images, labels, masks, meta = load_or_render(spec, n, image_size)
+        return SplitData(name, torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(masks), meta)
     return load
 
 
-def register_synth_split(name: str, seed: int, role: str, domain: Domain, default_n: int,
-                         description: str) -> SplitDef:
-    """Registers a SynthWBC split ``synth:<name>`` generated from ``seed`` under ``domain``."""
+def register_synth_split(name: str, spec: SynthSpec, role: str, default_n: int, description: str) -> SplitDef:
+    """Registers a SynthWBC split ``synth:<name>`` made by ``spec``."""
     full = f"synth:{name}"
-    return SPLITS.add(full, SplitDef(full, _synth_loader(full, seed, domain), role, domain.name,
-                                     default_n, description))
+    d = SplitDef(full, _synth_loader(full, spec), role, spec.domain, default_n, description, synth=spec)
+    SPLITS.remove(full)
+    return SPLITS.add(full, d)
 
 
-# Seeds are fixed per split so that the splits never share a cell. The OOD test split reuses the
-# in-distribution test seed on purpose: the same cells under another lab, so a drop in accuracy
-# is caused by the shift alone (a paired comparison), not by other cells.
+# Seeds are fixed per split so that the splits never share a cell. The OOD, probe and corruption
+# splits reuse the in-distribution test seed on purpose: the same cells under another lab or
+# another treatment, so a drop in accuracy is caused by the shift alone (a paired comparison).
 TRAIN_SEED, VAL_SEED, TEST_SEED = 1000, 2000, 3000
-register_synth_split("train", TRAIN_SEED, "train", SOURCE_LAB, 1450,
+register_synth_split("train", SynthSpec(TRAIN_SEED), "train", 1450,
                      "training pool, source lab; the first 1/14.5 of it is the subset with masks")
-register_synth_split("val", VAL_SEED, "val", SOURCE_LAB, 250, "validation, source lab")
-register_synth_split("test", TEST_SEED, "test", SOURCE_LAB, 500, "in-distribution test, source lab")
-register_synth_split("ood-lab-b", TEST_SEED, "ood", LAB_B, 500,
-                     "the test cells under another stain protocol and microscope-camera (lab B)")
+register_synth_split("train-confounded", SynthSpec(TRAIN_SEED, "confounded"), "train", 1450,
+                     "the training pool with each class stained in its own batch (the confounded track)")
+register_synth_split("val", SynthSpec(VAL_SEED), "val", 250, "validation, source lab")
+register_synth_split("test", SynthSpec(TEST_SEED), "test", 500, "in-distribution test, source lab")
+for _dom, _text in (("stain-b", "another stain protocol (hue and intensity), same microscope and camera"),
+                    ("camera-b", "another microscope-camera pair (white balance, colour, blur, noise, resolution, JPEG)"),
+                    ("lab-b", "another stain and microscope-camera (lab B), as Raabin-WBC's Test-B vs Train")):
+    register_synth_split(f"ood-{_dom}", SynthSpec(TEST_SEED, _dom), "ood", 500, f"the test cells: {_text}")
+register_synth_split("probe-grayscale", SynthSpec(TEST_SEED, probe="grayscale"), "probe", 500,
+                     "the test cells in grayscale: what shape alone tells")
+register_synth_split("probe-stain-random", SynthSpec(TEST_SEED, "stain-random"), "probe", 500,
+                     "the test cells, a random stain per image: colour carries no class information")
+
+for _name, _c in CORRUPTIONS.items():
+    for _sev in SEVERITIES:
+        register_synth_split(f"c-{_name}-{_sev}", SynthSpec(TEST_SEED, corruption=_name, severity=_sev), "corruption",
+                             500, f"the test cells, {_name} at severity {_sev} ({_c.param}: {_c.value(_sev):g})")
 
 DEFAULT_EVAL_SPLITS = ("synth:test", "synth:ood-lab-b")
-
