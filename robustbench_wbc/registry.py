@@ -99,6 +99,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
+            if name.lower() in self._entries:  # ids are lower-case; `raabin:TestB` means `raabin:testb`
+                return self._entries[name.lower()]
             close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
             hint = f"See `wbc-robust {self.list_command}`." if self.list_command else ""
             raise UnknownNameError(self.kind, name, close, hint) from None
@@ -153,6 +155,6 @@ class Registry(Generic[T]):
                     raise UnknownNameError(self.kind, part, [], "The pattern matches nothing.")
             else:
                 self.get(part)
-                found = [part]
+                found = [part if part in self._entries else part.lower()]
             out.extend(f for f in found if f not in out)
         return out

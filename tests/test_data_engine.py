@@ -319,9 +319,10 @@ def test_synth_spec_key_tracks_every_field_and_size():
         "corruption-only": replace(base, corruption="gaussian_noise"),
         "class_probs": replace(base, class_probs=NATURAL_PRIORS),
         "class_probs2": replace(base, class_probs=(0.2,) * 5),
+        "um_per_px": replace(base, um_per_px=0.2),
     }
     # a new SynthSpec field needs a case here
-    assert set(asdict(base)) == {"seed", "domain", "probe", "corruption", "severity", "class_probs"}
+    assert set(asdict(base)) == {"seed", "domain", "probe", "corruption", "severity", "class_probs", "um_per_px"}
     keys = {name: spec.key(SIZE) for name, spec in variants.items()}
     keys["base"] = base.key(SIZE)
     keys["size"] = base.key(64)
@@ -514,3 +515,17 @@ def test_bench_without_masks_has_no_dice_rows(maskless_bench):
     seg_metrics = rows["metric"].str.contains("dice|iou", regex=True)
     assert not seg_metrics.any(), rows.loc[seg_metrics, ["model", "attack", "metric"]]
     assert not pd.isna(rows.loc[rows["metric"] == "accuracy", "value"]).any()
+
+
+def test_pixel_size_scales_the_cells():
+    """Halving µm/pixel (twice the magnification) makes every cell about four times larger in pixels."""
+    from robustbench_wbc.data.synth import generate as gen
+
+    _, _, m_default, meta_default = gen(5, 40, 64)
+    _, _, m_zoom, meta_zoom = gen(5, 40, 64, um_per_px=0.2)
+    assert meta_default[0]["um_per_px"] == pytest.approx(0.4) and meta_zoom[0]["um_per_px"] == pytest.approx(0.2)
+    small = [i for i, m in enumerate(meta_default) if m["diameter_um"] < 11]  # whole cells at both zooms
+    ratio = np.mean([(m_zoom[i] > 0).sum() / (m_default[i] > 0).sum() for i in small])
+    assert 3.3 < ratio < 4.5
+    with pytest.raises(ValueError, match="um_per_px"):
+        gen(5, 4, 64, um_per_px=5.0)

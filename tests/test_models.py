@@ -295,3 +295,18 @@ def test_zoo_yaml_card_matches_registry(model_id):
 def test_no_stale_zoo_yaml_cards():
     cards = sorted(p.stem for p in (REPO / "models").glob("*.yaml"))
     assert cards == sorted(ZOO_MODELS)
+
+
+def test_confounded_track_is_separate_from_the_clean_zoo():
+    """The confounded track's models train on the confounded split and are not in the clean 'all'."""
+    from robustbench_wbc.models.zoo import list_models as zoo_list
+
+    confounded = zoo_list(track="confounded")
+    clean = zoo_list(track="clean")
+    assert confounded and clean and not set(confounded) & set(clean)
+    for mid in confounded:
+        assert MODELS.get(mid).recipe_spec.train_split == "synth:train-confounded"
+    for mid in clean:
+        assert MODELS.get(mid).recipe_spec.train_split == "synth:train"
+    clean_all = MODELS.resolve("all", all_filter=lambda e: not e.tiny and e.track == "clean")
+    assert sorted(clean_all) == sorted(clean)

@@ -261,3 +261,13 @@ def test_example_plugin_noise_linf(tmp_path, monkeypatch, restore_attacks, forge
         delta = (adv - data.images).abs()
         assert delta.max().item() == pytest.approx(eps, abs=1e-6)
         assert not model.training
+
+
+def test_lookup_falls_back_to_lower_case():
+    """Ids are lower-case; a user who types a dataset's own spelling (raabin:TestB) still finds it."""
+    reg = Registry("thing")
+    reg.add("raabin:testb", 1)
+    assert reg.get("raabin:TestB") == 1
+    assert reg.resolve("raabin:TestB") == ["raabin:testb"]
+    with pytest.raises(UnknownNameError):
+        reg.get("raabin:TestC")

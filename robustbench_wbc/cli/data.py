@@ -27,6 +27,8 @@ def generate(
     n: Annotated[int, typer.Option(min=1, help="Number of images.")] = 1000,
     size: Annotated[int, typer.Option(min=8, max=256, help="Image size in pixels (the field stays 25.6 µm).")] = 64,
     seed: Annotated[int | None, typer.Option(help="Another cell stream than the split's own.")] = None,
+    um_per_px: Annotated[float | None, typer.Option(
+        help="Pixel size in µm (the magnification); default: a 25.6 µm field.")] = None,
     priors: Annotated[str, typer.Option(help="Class priors: 'balanced' or 'natural' (peripheral blood).")] = "balanced",
     out: Annotated[Path, typer.Option(help="Directory for images.npy, masks.npy, labels.npy, card.json.")] = Path("synthwbc"),
 ) -> None:
@@ -36,6 +38,8 @@ def generate(
     spec = _synth_spec(split)
     if seed is not None:
         spec = replace(spec, seed=seed)
+    if um_per_px is not None:
+        spec = replace(spec, um_per_px=um_per_px)
     if priors not in ("balanced", "natural"):
         raise typer.BadParameter(f"--priors must be 'balanced' or 'natural', got {priors!r}")
     if priors == "natural":

@@ -29,7 +29,7 @@ def models_list(
 ) -> None:
     """List registered models, and whether each is trained in the cache."""
     ids = list_models(filter, include_tiny=tiny)
-    table = Table("family", "encoder", "recipe", "seed", "trained", "description")
+    table = Table("family", "encoder", "recipe", "track", "seed", "trained", "description")
     table.columns.insert(0, Column("model", no_wrap=True, min_width=max(map(len, ids), default=5)))
     for mid in ids:
         e = MODELS.get(mid)
@@ -37,7 +37,7 @@ def models_list(
             trained = "yes" if read_card(mid) else "no"
         except CheckpointError:
             trained = "corrupt"
-        table.add_row(mid, e.family, e.encoder, e.recipe, str(e.seed), trained, e.description)
+        table.add_row(mid, e.family, e.encoder, e.recipe, e.track, str(e.seed), trained, e.description)
     console.print(table)
 
 
@@ -61,7 +61,7 @@ def zoo_card(mid: str) -> dict:
     e = MODELS.get(mid)
     r = e.recipe_spec
     return {"id": mid, "family": e.family, "encoder": e.encoder, "description": e.description,
-            "seed": e.seed, "recipe": {"name": r.name, **{k: v for k, v in r.__dict__.items() if k != "name"}}}
+            "track": e.track, "seed": e.seed, "recipe": {"name": r.name, **{k: v for k, v in r.__dict__.items() if k != "name"}}}
 
 
 @models_app.command("cards")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,11 @@ from robustbench_wbc.models.zoo import MODELS
 DEFAULT_OUT = Path("wbc-robust-out")
 
 
+class Track(str, Enum):
+    clean = "clean"
+    confounded = "confounded"
+
+
 def register_data_options(data: list[str] | None, skip_bad: bool) -> list[str]:
     """Registers each ``--data NAME=PATH`` dataset's splits; gives their ids."""
     ids: list[str] = []
@@ -28,7 +34,9 @@ def register_data_options(data: list[str] | None, skip_bad: bool) -> list[str]:
 
 @handle_errors
 def run(
-    models: Annotated[str, typer.Option(help="Model ids, comma-separated; wildcards; 'all' (the zoo).")] = "all",
+    models: Annotated[str, typer.Option(help="Model ids, comma-separated; wildcards; 'all' (the zoo of --track).")] = "all",
+    track: Annotated[Track, typer.Option(
+        help="Which zoo 'all' means: clean, or confounded (stain batch = class).")] = Track.clean,
     attacks: Annotated[str, typer.Option(help="Attack ids, comma-separated (see `attacks list`).")] = "pgd",
     splits: Annotated[str, typer.Option(help="Split ids, comma-separated (see `splits list`).")] = ",".join(DEFAULT_EVAL_SPLITS),
     eps: Annotated[str | None, typer.Option(help="Budgets, e.g. '1/255,8/255'. Default: each attack's own.")] = None,
@@ -50,7 +58,7 @@ def run(
     """
     setup_logging(verbose)
     register_data_options(data, skip_bad)
-    model_ids = MODELS.resolve(models, all_filter=lambda e: not e.tiny)
+    model_ids = MODELS.resolve(models, all_filter=lambda e: not e.tiny and e.track == track.value)
     attack_ids = ATTACKS.resolve(attacks)
     split_ids = SPLITS.resolve(splits)
     eps_values = None

@@ -24,7 +24,7 @@ import numpy as np
 
 from robustbench_wbc import paths
 from robustbench_wbc.data.splits import SynthSpec, render
-from robustbench_wbc.data.synth import CLASSES, FIELD_UM, GENERATOR_VERSION
+from robustbench_wbc.data.synth import CLASSES, GENERATOR_VERSION, pixel_size
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ def write_set(spec: SynthSpec, n: int, size: int, out: Path, name: str = "") -> 
     h.update(labels.tobytes())
     card = {
         "name": name, "generator": GENERATOR_VERSION, "params": asdict(spec), "size": size, "n": n,
-        "um_per_px": FIELD_UM / size, "class_counts": {c: int((labels == k).sum()) for k, c in enumerate(CLASSES)},
+        "um_per_px": pixel_size(size, spec.um_per_px),
+        "class_counts": {c: int((labels == k).sum()) for k, c in enumerate(CLASSES)},
         "sha256": h.hexdigest(), "sha256_of": "the bytes of images, masks and labels, in that order",
         "images_per_s": round(n / elapsed, 1),
         "files": {"images": "images.npy (uint8 N×H×W×3)", "masks": "masks.npy (uint8 N×H×W: 0 bg, 1 cytoplasm, 2 nucleus)",
@@ -123,7 +124,7 @@ def load_or_render(spec: SynthSpec, n: int, size: int):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         x, labels, masks = _read(entry, n)
-    um = FIELD_UM / size
+    um = pixel_size(size, spec.um_per_px)
     meta = [{"class": CLASSES[lab], "index": i, "domain": spec.domain, "um_per_px": um}
             for i, lab in enumerate(labels.tolist())]
     return x, labels, masks, meta

@@ -87,6 +87,7 @@ class SynthSpec:
         probe: ``None`` or ``"grayscale"`` (luminance only: what shape alone tells).
         corruption: ``None`` or a corruption name, at ``severity`` 1–5.
         class_probs: class priors; ``None`` for balanced classes.
+        um_per_px: pixel size in µm; ``None`` keeps the field at 25.6 µm whatever the image size.
     """
 
     seed: int
@@ -95,6 +96,7 @@ class SynthSpec:
     corruption: str | None = None
     severity: int = 0
     class_probs: tuple[float, ...] | None = None
+    um_per_px: float | None = None  # the magnification; None: a 25.6 µm field at any size
 
     def key(self, size: int) -> str:
         """A digest of everything that decides the pixels: a changed parameter is a new cache entry."""
@@ -111,7 +113,8 @@ def render(spec: SynthSpec, n: int, size: int, start: int = 0):
 
     Returns ``(images N×3×H×W float32, labels, masks N×H×W uint8, meta)``.
     """
-    images, labels, masks, meta = generate(spec.seed, n, size, DOMAINS[spec.domain], spec.class_probs, start)
+    images, labels, masks, meta = generate(spec.seed, n, size, DOMAINS[spec.domain], spec.class_probs, start,
+                                           spec.um_per_px)
     x = torch.from_numpy(images)
     if spec.probe == "grayscale":
         luma = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)

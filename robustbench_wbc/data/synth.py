@@ -284,10 +284,10 @@ def _nucleus_kidney(x, y, R, u):
     return nuc & ~(torch.hypot(x - _col(bx), y - _col(by)) < _col((0.45 + 0.17 * u[:, 55]) * a))
 
 
-def _morphology(d: _Draws, labels: torch.Tensor, size: int):
+def _morphology(d: _Draws, labels: torch.Tensor, size: int, um: float):
     """Shapes and stain concentrations of a batch: ``(conc B×3×H×W, nucleus, cytoplasm, diam)``."""
     B = len(labels)
-    um = FIELD_UM / size
+    field = size * um  # the field of view in µm
     coords = (torch.arange(size, dtype=torch.float32) - (size - 1) / 2) * um
     Y, X = torch.meshgrid(coords, coords, indexing="ij")
     u, n = d.u, d.n
@@ -336,7 +336,7 @@ def _morphology(d: _Draws, labels: torch.Tensor, size: int):
             break
         r_rbc = 3.4 + 0.7 * u[i, 61 + k]
         ang = 2 * math.pi * u[i, 67 + k]
-        dist = 0.7 * R[i] + (FIELD_UM * 0.75 - 0.7 * R[i]) * u[i, 73 + k]
+        dist = 0.7 * R[i] + (field * 0.75 - 0.7 * R[i]) * u[i, 73 + k]
         rx, ry = ccx[i] + dist * torch.cos(ang), ccy[i] + dist * torch.sin(ang)
         dd = torch.hypot(X - _col(rx), Y - _col(ry)) / _col(r_rbc)
         pallor = 1 - 0.55 * (1 - (dd / 0.6) ** 2).clamp(min=0) ** 2  # a smooth dip at the centre
@@ -345,7 +345,7 @@ def _morphology(d: _Draws, labels: torch.Tensor, size: int):
     n_plt = _poisson(u[:, 85], 0.5, 2)
     for k in range(2):
         i = torch.nonzero(n_plt > k).flatten()
-        px, py = FIELD_UM * (u[i, 86 + 2 * k] - 0.5), FIELD_UM * (u[i, 87 + 2 * k] - 0.5)
+        px, py = field * (u[i, 86 + 2 * k] - 0.5), field * (u[i, 87 + 2 * k] - 0.5)
         plate = _ellipse(X, Y, _col(px), _col(py), _col(0.8 + 0.6 * u[i, 90 + k]), _col(0.6 + 0.4 * u[i, 92 + k]),
                          _col(math.pi * u[i, 94 + k]))
         conc[i, STAIN_PURPLE] = torch.maximum(conc[i, STAIN_PURPLE], plate * 0.55)
@@ -471,7 +471,7 @@ def _labels(seed: int, n: int, class_probs: tuple[float, ...] | None) -> np.ndar
     return np.searchsorted(np.cumsum(p), u, side="right").clip(max=len(CLASSES) - 1).astype(np.int64)
 
 
-def _render_chunk(seed: int, chunk: int, labels: np.ndarray, size: int, domain: Domain):
+def _render_chunk(seed: int, chunk: int, labels: np.ndarray, size: int, domain: Domain, um: float):
     """Renders all ``CHUNK`` images of one chunk: ``(images, masks, diameters, nucleus fractions)``.
 
     Always whole chunks, so an image is computed in the same batch whatever was asked for: FFTs and
@@ -479,7 +479,7 @@ def _render_chunk(seed: int, chunk: int, labels: np.ndarray, size: int, domain: 
     quantised to 8 bits, as a camera's are.
     """
     lab = torch.as_tensor(labels)
-    conc, nucleus, cytoplasm, diameter = _morphology(_draw_chunk(seed, chunk, size), lab, size)
+    conc, nucleus, cytoplasm, diameter = _morphology(_draw_chunk(seed, chunk, size), lab, size, um)
     vec, bg = _stains(domain, lab, seed, chunk)
     images = _render(conc, domain, _domain_noise(seed, chunk, size, domain), vec, bg)
     images = torch.round(images * 255) / 255
@@ -488,8 +488,18 @@ def _render_chunk(seed: int, chunk: int, labels: np.ndarray, size: int, domain: 
     return images, masks, diameter, nfrac
 
 
+def pixel_size(size: int, um_per_px: float | None = None) -> float:
+    """Gives µm per pixel: ``um_per_px`` if given (a magnification), else the 25.6 µm field over ``size``."""
+    if um_per_px is None:
+        return FIELD_UM / size
+    if not 0.05 <= um_per_px <= 2.0:
+        raise ValueError(f"um_per_px must be within 0.05..2 µm per pixel, got {um_per_px}")
+    return float(um_per_px)
+
+
 def render_cell(seed: int, index: int, label: int, size: int = 64, domain: Domain = SOURCE_LAB,
-                class_probs: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                class_probs: tuple[float, ...] | None = None, um_per_px: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Gives ``(image float32 H×W×3 in [0,1], mask uint8 H×W, meta)`` for one cell.
 
     The same as image ``index`` of :func:`generate` when ``label`` is its label; the morphology
@@ -498,21 +508,23 @@ def render_cell(seed: int, index: int, label: int, size: int = 64, domain: Domai
     c, row = divmod(index, CHUNK)
     labels = _labels(seed, (c + 1) * CHUNK, class_probs)[c * CHUNK:]
     labels[row] = label
-    images, masks, diam, nfrac = _render_chunk(seed, c, labels, size, domain)
-    meta = {"class": CLASSES[label], "diameter_um": float(diam[row]), "um_per_px": FIELD_UM / size,
+    um = pixel_size(size, um_per_px)
+    images, masks, diam, nfrac = _render_chunk(seed, c, labels, size, domain, um)
+    meta = {"class": CLASSES[label], "diameter_um": float(diam[row]), "um_per_px": um,
             "nucleus_frac": float(nfrac[row])}
     return images[row].permute(1, 2, 0).numpy(), masks[row].numpy(), meta
 
 
 def generate(
     seed: int, n: int, size: int = 64, domain: Domain = SOURCE_LAB,
-    class_probs: tuple[float, ...] | None = None, start: int = 0,
+    class_probs: tuple[float, ...] | None = None, start: int = 0, um_per_px: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
     """Gives ``(images N×3×H×W float32, labels N int64, masks N×H×W uint8, meta)``.
 
     Images ``start … start + n − 1`` of the stream ``seed``: generating a large set in batches
     (``start`` = 0, B, 2B, …) gives the same images as one call. Labels are balanced
-    (``index % 5``) unless ``class_probs`` gives class priors.
+    (``index % 5``) unless ``class_probs`` gives class priors. ``um_per_px`` sets the pixel size
+    (the magnification; default: a 25.6 µm field whatever ``size``): every length in µm scales by it.
     """
     if not 8 <= size <= 256:
         raise ValueError(f"image size must be within 8..256 pixels, got {size}")
@@ -522,19 +534,19 @@ def generate(
     all_labels = _labels(seed, -(-stop // CHUNK) * CHUNK, class_probs)
     labels = all_labels[start:stop]
     indices = np.arange(start, stop)
+    um = pixel_size(size, um_per_px)
     # torch buffers: copy_ into them is several times faster than numpy slice assignment here
     images = torch.empty(n, 3, size, size)
     masks = torch.empty(n, size, size, dtype=torch.uint8)
     diam, nfrac = torch.empty(n), torch.empty(n)
     for c in range(start // CHUNK, -(-stop // CHUNK)):
         lo, hi = max(start, c * CHUNK), min(stop, (c + 1) * CHUNK)
-        im, mk, dm, nf = _render_chunk(seed, c, all_labels[c * CHUNK:(c + 1) * CHUNK], size, domain)
+        im, mk, dm, nf = _render_chunk(seed, c, all_labels[c * CHUNK:(c + 1) * CHUNK], size, domain, um)
         rows, out = slice(lo - c * CHUNK, hi - c * CHUNK), slice(lo - start, hi - start)
         images[out].copy_(im[rows])
         masks[out].copy_(mk[rows])
         diam[out].copy_(dm[rows])
         nfrac[out].copy_(nf[rows])
-    um = FIELD_UM / size
     meta = [{"class": CLASSES[lab], "diameter_um": float(dm), "um_per_px": um, "nucleus_frac": float(nf),
              "domain": domain.name, "index": int(i)}
             for i, lab, dm, nf in zip(indices, labels.tolist(), diam.tolist(), nfrac.tolist())]

@@ -67,7 +67,7 @@ def train_model(entry: ModelEntry, progress: ProgressFn | None = None
     torch.manual_seed(entry.seed)
     g = torch.Generator().manual_seed(entry.seed)
     model = entry.builder()
-    train = SPLITS.get("synth:train").load(r.train_images, r.image_size)
+    train = SPLITS.get(r.train_split).load(r.train_images, r.image_size)
     val = SPLITS.get("synth:val").load(r.val_images, r.image_size)
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=r.steps, pct_start=0.15)
@@ -119,7 +119,7 @@ def train_model(entry: ModelEntry, progress: ProgressFn | None = None
         "train_steps": best_step,
         "labelled_images": r.train_images if r.use_labels else 0,
         "masked_images": r.train_images if r.use_masks else 0,
-        "data": {"split": "synth:train", "sha256": train.content_hash()},
+        "data": {"split": r.train_split, "sha256": train.content_hash()},
         "image_size": r.image_size,
     }
     return model, best_metrics, facts

@@ -23,7 +23,7 @@ class Recipe:
     """
 
     name: str
-    train_images: int  # images taken from the start of ``synth:train``
+    train_images: int  # images taken from the start of ``train_split``
     use_labels: bool  # trains the classification head
     use_masks: bool  # trains the segmentation head
     steps: int
@@ -35,6 +35,7 @@ class Recipe:
     val_every: int = 50
     patience: int = 4  # evaluations without improvement before stopping early
     image_size: int = 64
+    train_split: str = "synth:train"  # ``synth:train-confounded`` for the confounded track
 
 
 # The mission's protocol: Raabin-WBC has 16,633 double-labelled cells, of which 1,145 have masks
@@ -45,6 +46,11 @@ MASKED_SUBSET = round(FULL_TRAIN_IMAGES / 14.5)
 RECIPES: dict[str, Recipe] = {
     "full": Recipe("full", FULL_TRAIN_IMAGES, use_labels=True, use_masks=False, steps=400),
     "masked-small": Recipe("masked-small", MASKED_SUBSET, use_labels=True, use_masks=True, steps=400),
+    # the confounded track: the same, on the same cells with each class stained in its own batch
+    "full-confounded": Recipe("full-confounded", FULL_TRAIN_IMAGES, use_labels=True, use_masks=False, steps=400,
+                              train_split="synth:train-confounded"),
+    "masked-small-confounded": Recipe("masked-small-confounded", MASKED_SUBSET, use_labels=True, use_masks=True,
+                                      steps=400, train_split="synth:train-confounded"),
     # tiny twins for tests: 32 px, a few steps; same code path
     "tiny-full": Recipe("tiny-full", 60, use_labels=True, use_masks=False, steps=12, batch_size=16,
                         val_images=20, val_every=6, image_size=32),
@@ -75,6 +81,7 @@ class ModelEntry:
     seed: int
     tiny: bool
     description: str
+    track: str = "clean"  # "clean" or "confounded" (trained where stain batch predicts the class)
 
     @property
     def recipe_spec(self) -> Recipe:
@@ -85,7 +92,11 @@ MODELS: Registry[ModelEntry] = Registry("model", group="robustbench_wbc.models",
                                         list_command="models list")
 
 
-def register_model(*, family: str, encoder: str, recipe: str, seed: int = 0, tiny: bool = False):
+TRACKS = ("clean", "confounded")
+
+
+def register_model(*, family: str, encoder: str, recipe: str, seed: int = 0, tiny: bool = False,
+                   track: str = "clean"):
     """Registers the decorated builder as a model whose id is the function's name.
 
     The builder takes no arguments and returns an untrained :class:`WBCNet` (or any module that
@@ -93,19 +104,24 @@ def register_model(*, family: str, encoder: str, recipe: str, seed: int = 0, tin
     """
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; expected one of {sorted(RECIPES)}")
+    if track not in TRACKS:
+        raise ValueError(f"unknown track {track!r}; expected one of {TRACKS}")
 
     def deco(fn: Callable[[], WBCNet]) -> Callable[[], WBCNet]:
         doc = (fn.__doc__ or "").strip().splitlines()
         MODELS.add(fn.__name__, ModelEntry(fn.__name__, fn, family, encoder, recipe, seed, tiny,
-                                           doc[0] if doc else ""))
+                                           doc[0] if doc else "", track))
         return fn
 
     return deco
 
 
-def list_models(filter: str = "", include_tiny: bool = False) -> list[str]:
-    """Gives the registered model ids matching ``filter``; tiny test models only when asked."""
-    return MODELS.list(filter, where=None if include_tiny else (lambda e: not e.tiny))
+def list_models(filter: str = "", include_tiny: bool = False, track: str | None = None) -> list[str]:
+    """Gives the registered model ids matching ``filter``; tiny test models only when asked.
+
+    ``track`` keeps the models of one track (``clean`` or ``confounded``); ``None`` keeps all.
+    """
+    return MODELS.list(filter, where=lambda e: (include_tiny or not e.tiny) and track in (None, e.track))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +157,19 @@ def resnet10t_unet() -> WBCNet:
 @register_model(family="multitask", encoder="resnet10t-w16", recipe="masked-small")
 def resnet10t_multitask() -> WBCNet:
     """Classification + nucleus/cytoplasm segmentation, trained on the masked subset (100 images)."""
+    return _resnet10t_w16("multitask")
+
+
+# --- the confounded track: trained where each class was stained in its own batch -------------------
+@register_model(family="classifier", encoder="resnet10t-w16", recipe="full-confounded", track="confounded")
+def resnet10t_cls_confounded() -> WBCNet:
+    """Classifier only, full labelled set, each class stained in its own batch (confounded track)."""
+    return _resnet10t_w16("classifier")
+
+
+@register_model(family="multitask", encoder="resnet10t-w16", recipe="masked-small-confounded", track="confounded")
+def resnet10t_multitask_confounded() -> WBCNet:
+    """Multitask on the masked subset, each class stained in its own batch (confounded track)."""
     return _resnet10t_w16("multitask")
 
 
