@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from typer.testing import CliRunner
 
 from robustbench_wbc import paths
 from robustbench_wbc.attacks import ATTACKS
@@ -92,3 +95,35 @@ def restore_attacks():
     for name in set(ATTACKS._entries) - before:
         ATTACKS.remove(name)
     ATTACKS._plugins_loaded = loaded
+
+
+# --- shared by the CLI and data tests ----------------------------------------------------------
+WIDE = {"COLUMNS": "250"}  # rich wraps at 80 columns otherwise
+
+
+@pytest.fixture(scope="module")
+def cli():
+    return CliRunner()
+
+
+def cli_text(result) -> str:
+    """stdout and stderr together, rich's line wrapping undone."""
+    parts = [result.output]
+    try:
+        if result.stderr and result.stderr not in result.output:
+            parts.append(result.stderr)
+    except ValueError:  # stderr not captured separately
+        pass
+    return " ".join(" ".join(parts).split())
+
+
+def make_mini_dataset(root: Path, per_class: int = 2) -> Path:
+    """A generic-layout real dataset: ``root/<class>/img<i>.png``, small noisy RGB images, no masks."""
+    from robustbench_wbc.data import CLASSES
+
+    rng = np.random.default_rng(0)
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / cls / f"img{i}.png")
+    return root

@@ -7,6 +7,7 @@ import io
 import pandas as pd
 import pytest
 import yaml
+from conftest import WIDE, cli_text
 from typer.testing import CliRunner
 
 from robustbench_wbc._version import __version__
@@ -18,23 +19,6 @@ from robustbench_wbc.models import MODELS, list_models
 
 COMMANDS = [[], ["run"], ["leaderboard"], ["models"], ["models", "list"], ["models", "train"],
             ["models", "cards"], ["attacks"], ["attacks", "list"], ["splits"], ["splits", "list"]]
-WIDE = {"COLUMNS": "250"}
-
-
-@pytest.fixture(scope="module")
-def cli():
-    return CliRunner()
-
-
-def _text(result) -> str:
-    """stdout and stderr together, rich's line wrapping undone."""
-    parts = [result.output]
-    try:
-        if result.stderr and result.stderr not in result.output:
-            parts.append(result.stderr)
-    except ValueError:  # stderr not captured separately
-        pass
-    return " ".join(" ".join(parts).split())
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "wbc-robust")
@@ -50,7 +34,7 @@ def test_version(cli):
 
 
 def test_run_help_lists_options(cli):
-    text = _text(cli.invoke(app, ["run", "--help"], env=WIDE))
+    text = cli_text(cli.invoke(app, ["run", "--help"], env=WIDE))
     for opt in ("--models", "--attacks", "--splits", "--eps", "--n-images", "--seed", "--out", "--force"):
         assert opt in text
 
@@ -103,7 +87,7 @@ def test_models_cards(cli, tmp_path):
 
 def test_models_train(cli, tiny_cards):
     result = cli.invoke(app, ["models", "train", "tiny_cls"], env=WIDE)
-    assert result.exit_code == 0, _text(result)
+    assert result.exit_code == 0, cli_text(result)
     assert tiny_cards["tiny_cls"].weights_sha256[:12] in result.output
 
 
@@ -125,8 +109,8 @@ def test_models_train(cli, tiny_cards):
 def test_run_usage_errors_exit_2(cli, tmp_path, args, expected):
     base = ["run", "--models", "tiny_cls", "--splits", "synth:test", "--out", str(tmp_path / "out")]
     result = cli.invoke(app, [*base, *args])
-    assert result.exit_code == 2, _text(result)
-    assert expected in _text(result)
+    assert result.exit_code == 2, cli_text(result)
+    assert expected in cli_text(result)
     assert not (tmp_path / "out" / "cells").exists()
 
 
@@ -141,7 +125,7 @@ def test_run_decimal_fraction_eps_does_not_crash(cli, tmp_path):
 def test_leaderboard_on_empty_dir_exits_1(cli, tmp_path):
     result = cli.invoke(app, ["leaderboard", "--out", str(tmp_path)])
     assert result.exit_code == 1
-    assert "no results" in _text(result)
+    assert "no results" in cli_text(result)
 
 
 # --- end to end ----------------------------------------------------------------------------------
@@ -158,8 +142,8 @@ def e2e_out(tmp_path_factory, tiny_cards):
 
 def test_e2e_run(e2e_out):
     out, result = e2e_out
-    assert result.exit_code == 0, _text(result) + repr(result.exception)
-    assert "0 already done" in _text(result) and "0 failed" in _text(result)
+    assert result.exit_code == 0, cli_text(result) + repr(result.exception)
+    assert "0 already done" in cli_text(result) and "0 failed" in cli_text(result)
     assert (out / "results.parquet").is_file() and (out / "results.csv").is_file()
     table = pd.read_parquet(out / "results.parquet")
     assert set(table["model"]) == set(E2E_MODELS.split(","))
@@ -176,7 +160,7 @@ def test_e2e_rerun_skips(cli, e2e_out):
                               "--eps", "2/255,8/255", "--n-images", "20", "--out", str(out)])
     assert result.exit_code == 0
     n_cells = before["cell_id"].nunique()
-    assert f"{n_cells} cells: {n_cells} already done, 0 run, 0 failed" in _text(result)
+    assert f"{n_cells} cells: {n_cells} already done, 0 run, 0 failed" in cli_text(result)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), before)
 
 
@@ -185,7 +169,7 @@ def test_e2e_leaderboard_csv(cli, e2e_out, tmp_path):
     assert first.exit_code == 0
     written = tmp_path / "board" / "lb.csv"
     result = cli.invoke(app, ["leaderboard", "--out", str(out), "--format", "csv", "--write", str(written)])
-    assert result.exit_code == 0, _text(result)
+    assert result.exit_code == 0, cli_text(result)
     board = pd.read_csv(written)
     assert pd.read_csv(io.StringIO(result.stdout)).equals(board)  # what is printed is what is written
     assert sorted(board["model"]) == sorted(E2E_MODELS.split(","))
@@ -220,7 +204,7 @@ def test_run_with_cheating_attack_exits_1(cli, tmp_path, restore_attacks, tiny_c
     result = cli.invoke(app, ["run", "--models", "tiny_cls", "--splits", "synth:test", "--attacks",
                               "cheat_cli_test", "--n-images", "10", "--out", str(tmp_path)])
     assert result.exit_code == 1
-    text = _text(result)
+    text = cli_text(result)
     assert "1 failed" in text and "invalid" in text and "threat model violated" in text
     # the leaderboard still shows the model, with its failed cell counted
     board = cli.invoke(app, ["leaderboard", "--out", str(tmp_path), "--format", "csv"])
@@ -240,7 +224,7 @@ def test_corrupt_checkpoint_names_the_fix(cli, tmp_path, monkeypatch):
     (paths.checkpoint_dir("tiny_cls") / "card.json").write_text("{not json")
     result = cli.invoke(app, ["run", "--models", "tiny_cls", "--splits", "synth:test", "--attacks", "fgsm",
                               "--eps", "1/255", "--n-images", "5", "--out", str(tmp_path / "out")], env=WIDE)
-    assert result.exit_code == 1, _text(result)
-    assert "wbc-robust models train tiny_cls --force" in _text(result)
+    assert result.exit_code == 1, cli_text(result)
+    assert "wbc-robust models train tiny_cls --force" in cli_text(result)
     listing = cli.invoke(app, ["models", "list", "--tiny"], env=WIDE)
     assert listing.exit_code == 0 and "corrupt" in listing.output

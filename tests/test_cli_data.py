@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import WIDE, cli_text, make_mini_dataset
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,41 +18,14 @@ from robustbench_wbc.data.real import register_dataset, registered_datasets, unr
 from robustbench_wbc.data.splits import SPLITS, TEST_SEED
 from robustbench_wbc.data.synth import CLASSES
 
-WIDE = {"COLUMNS": "250"}
 NEW_SPLITS = ("synth:ood-stain-b", "synth:ood-camera-b", "synth:probe-grayscale", "synth:probe-stain-random",
               "synth:train-confounded")
-
-
-@pytest.fixture(scope="module")
-def cli():
-    return CliRunner()
-
-
-def _text(result) -> str:
-    """stdout and stderr together, rich's line wrapping undone."""
-    parts = [result.output]
-    try:
-        if result.stderr and result.stderr not in result.output:
-            parts.append(result.stderr)
-    except ValueError:  # stderr not captured separately
-        pass
-    return " ".join(" ".join(parts).split())
-
-
-def _mini_dataset(root: Path, per_class: int = 2) -> Path:
-    """A generic-layout real dataset: ``root/<class>/img<i>.png``, small noisy RGB images, no masks."""
-    rng = np.random.default_rng(1)
-    for cls in CLASSES:
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / cls / f"img{i}.png")
-    return root
 
 
 @pytest.fixture
 def mini(tmp_path) -> Path:
     """The path of a small generic dataset; whatever registers it as ``mini`` is undone afterwards."""
-    root = _mini_dataset(tmp_path / "mini")
+    root = make_mini_dataset(tmp_path / "mini")
     yield root
     unregister_dataset("mini")
     assert "mini:all" not in SPLITS and "mini" not in registered_datasets()
@@ -80,7 +54,7 @@ def generated(tmp_path_factory):
 
 def test_generate_writes_the_set(generated):
     out, result = generated
-    assert result.exit_code == 0, _text(result)
+    assert result.exit_code == 0, cli_text(result)
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "images.npy", "labels.npy", "masks.npy"]
     card = _card(out)
     assert card["n"] == 300 and card["size"] == 32 and card["params"]["seed"] == TEST_SEED
@@ -89,14 +63,14 @@ def test_generate_writes_the_set(generated):
     images = np.load(out / "images.npy")
     assert images.shape == (300, 32, 32, 3) and images.dtype == np.uint8
     assert np.load(out / "masks.npy").shape == (300, 32, 32) and np.load(out / "labels.npy").shape == (300,)
-    text = _text(result)
+    text = cli_text(result)
     assert re.search(r"\d+ images/s", text), text
     assert "300 images of synth:test" in text and card["sha256"][:12] in text
 
 
 def test_generate_matches_the_split(generated):
     out, result = generated
-    assert result.exit_code == 0, _text(result)
+    assert result.exit_code == 0, cli_text(result)
     data = SPLITS.get("synth:test").load(20, 32)
     images = np.load(out / "images.npy")[:20].transpose(0, 3, 1, 2).astype(np.float32) / 255
     np.testing.assert_array_equal(images, data.images.numpy())
@@ -109,7 +83,7 @@ def test_generate_seed_changes_the_stream(cli, generated, tmp_path):
     out = tmp_path / "s7"
     result = cli.invoke(app, ["data", "generate", "--split", "synth:test", "--n", "20", "--size", "32",
                               "--seed", "7", "--out", str(out)])
-    assert result.exit_code == 0, _text(result)
+    assert result.exit_code == 0, cli_text(result)
     assert _card(out)["params"]["seed"] == 7
     assert not np.array_equal(np.load(out / "images.npy"), np.load(base / "images.npy")[:20])
     assert not np.array_equal(np.load(out / "masks.npy"), np.load(base / "masks.npy")[:20])
@@ -119,7 +93,7 @@ def test_generate_natural_priors(cli, tmp_path):
     out = tmp_path / "natural"
     result = cli.invoke(app, ["data", "generate", "--split", "synth:test", "--n", "300", "--size", "16",
                               "--priors", "natural", "--out", str(out)])
-    assert result.exit_code == 0, _text(result)
+    assert result.exit_code == 0, cli_text(result)
     card = _card(out)
     counts = card["class_counts"]
     assert sum(counts.values()) == 300 and card["params"]["class_probs"] is not None
@@ -132,8 +106,8 @@ def test_generate_natural_priors(cli, tmp_path):
 def test_generate_bad_priors_exit_2(cli, tmp_path):
     result = cli.invoke(app, ["data", "generate", "--split", "synth:test", "--n", "5", "--size", "16",
                               "--priors", "weird", "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2, _text(result)
-    assert "balanced" in _text(result) and "natural" in _text(result)
+    assert result.exit_code == 2, cli_text(result)
+    assert "balanced" in cli_text(result) and "natural" in cli_text(result)
     assert not (tmp_path / "x").exists()
 
 
@@ -141,16 +115,16 @@ def test_generate_refuses_a_real_split(cli, mini, tmp_path):
     register_dataset("mini", mini)
     result = cli.invoke(app, ["data", "generate", "--split", "mini:all", "--n", "5", "--size", "16",
                               "--out", str(tmp_path / "x")], env=WIDE)
-    assert result.exit_code == 2, _text(result)
-    assert "not a SynthWBC split" in _text(result)
+    assert result.exit_code == 2, cli_text(result)
+    assert "not a SynthWBC split" in cli_text(result)
     assert not (tmp_path / "x").exists()
 
 
 def test_generate_unknown_split_suggests(cli, tmp_path):
     result = cli.invoke(app, ["data", "generate", "--split", "synth:tset", "--n", "5", "--size", "16",
                               "--out", str(tmp_path / "x")], env=WIDE)
-    assert result.exit_code == 2, _text(result)
-    assert "Did you mean" in _text(result) and "synth:test" in _text(result)
+    assert result.exit_code == 2, cli_text(result)
+    assert "Did you mean" in cli_text(result) and "synth:test" in cli_text(result)
     assert not (tmp_path / "x").exists()
 
 
@@ -173,27 +147,27 @@ def grids(tmp_path_factory):
 
 def test_show_writes_a_grid_with_the_domains_side_by_side(grids):
     png, result = grids[True]
-    assert result.exit_code == 0, _text(result)
+    assert result.exit_code == 0, cli_text(result)
     img = _png(png)
     assert img.std() > 0.05  # not blank
     height, width = img.shape[:2]
     assert width > height
-    assert "4 domains" in _text(result)
+    assert "4 domains" in cli_text(result)
 
 
 def test_show_without_domains_is_narrower(grids):
     (wide, r1), (narrow, r2) = grids[True], grids[False]
-    assert r1.exit_code == 0 and r2.exit_code == 0, _text(r2)
+    assert r1.exit_code == 0 and r2.exit_code == 0, cli_text(r2)
     a, b = _png(wide), _png(narrow)
     assert b.shape[1] < a.shape[1] and b.std() > 0.05
-    assert "1 domains" in _text(r2)
+    assert "1 domains" in cli_text(r2)
 
 
 def test_show_a_real_split_without_masks(cli, mini, tmp_path):
     png = tmp_path / "real.png"
     result = cli.invoke(app, ["data", "show", "--split", "mini:all", "--data", f"mini={mini}", "--per-class", "2",
                               "--size", "16", "--out", str(png)], env=WIDE)
-    assert result.exit_code == 0, _text(result) + repr(result.exception)
+    assert result.exit_code == 0, cli_text(result) + repr(result.exception)
     assert _png(png).std() > 0.05
 
 
@@ -204,7 +178,7 @@ def _first_tokens(result) -> list[str]:
 
 def test_splits_list_shows_the_new_splits_once(cli):
     result = cli.invoke(app, ["splits", "list"], env=WIDE)
-    assert result.exit_code == 0, _text(result)
+    assert result.exit_code == 0, cli_text(result)
     ids = _first_tokens(result)
     for sid in NEW_SPLITS:
         assert ids.count(sid) == 1, sid
@@ -215,7 +189,7 @@ def test_splits_list_shows_the_new_splits_once(cli):
 
 def test_splits_list_with_data(cli, mini):
     result = cli.invoke(app, ["splits", "list", "--data", f"mini={mini}"], env=WIDE)
-    assert result.exit_code == 0, _text(result)
+    assert result.exit_code == 0, cli_text(result)
     ids = _first_tokens(result)
     assert ids.count("mini:all") == 1 and "synth:test" in ids
     line = next(line for line in result.stdout.splitlines() if line.startswith("mini:all"))
@@ -228,8 +202,8 @@ def test_splits_list_with_data(cli, mini):
 ])
 def test_splits_list_bad_data_option_exits_2(cli, option, expected):
     result = cli.invoke(app, ["splits", "list", "--data", option], env=WIDE)
-    assert result.exit_code == 2, _text(result)
-    assert expected in _text(result)
+    assert result.exit_code == 2, cli_text(result)
+    assert expected in cli_text(result)
     assert "mini:all" not in SPLITS
 
 
@@ -241,13 +215,13 @@ RUN = ["run", "--splits", "mini:all", "--models", "tiny_cls", "--attacks", "fgsm
 def test_run_on_a_real_dataset_and_its_leaderboard(cli, mini, tmp_path, tiny_cards):
     out = tmp_path / "out"
     result = cli.invoke(app, [*RUN, "--data", f"mini={mini}", "--out", str(out)], env=WIDE)
-    assert result.exit_code == 0, _text(result) + repr(result.exception)
-    assert "0 failed" in _text(result)
+    assert result.exit_code == 0, cli_text(result) + repr(result.exception)
+    assert "0 failed" in cli_text(result)
     table = pd.read_parquet(out / "results.parquet")
     assert set(table["split"]) == {"mini:all"} and set(table["status"]) == {"ok"} and (table["n"] == 6).all()
     written = tmp_path / "lb.csv"
     board = cli.invoke(app, ["leaderboard", "--out", str(out), "--format", "csv", "--write", str(written)])
-    assert board.exit_code == 0, _text(board)
+    assert board.exit_code == 0, cli_text(board)
     df = pd.read_csv(written)
     assert df["model"].tolist() == ["tiny_cls"]
 
@@ -256,8 +230,8 @@ def test_run_stops_on_a_corrupt_image_naming_it(cli, mini_corrupt, tmp_path, tin
     root, bad = mini_corrupt
     out = tmp_path / "out"
     result = cli.invoke(app, [*RUN, "--data", f"mini={root}", "--out", str(out)], env=WIDE)
-    assert result.exit_code == 2, _text(result) + repr(result.exception)
-    assert "bad.png" in _text(result)
+    assert result.exit_code == 2, cli_text(result) + repr(result.exception)
+    assert "bad.png" in cli_text(result)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
 
 
@@ -265,6 +239,6 @@ def test_run_skip_bad_goes_on(cli, mini_corrupt, tmp_path, tiny_cards):
     root, _ = mini_corrupt
     out = tmp_path / "out"
     result = cli.invoke(app, [*RUN, "--data", f"mini={root}", "--skip-bad", "--out", str(out)], env=WIDE)
-    assert result.exit_code == 0, _text(result) + repr(result.exception)
+    assert result.exit_code == 0, cli_text(result) + repr(result.exception)
     table = pd.read_parquet(out / "results.parquet")
     assert set(table["status"]) == {"ok"} and (table["n"] == 6).all()

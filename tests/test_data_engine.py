@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import make_mini_dataset
 from PIL import Image
 from scipy import ndimage
 
@@ -103,16 +104,6 @@ def _blockiness(images: np.ndarray) -> float:
         border = np.arange(7, len(steps), 8)
         ratios.append(steps[border].mean() / np.delete(steps, border).mean())
     return float(np.mean(ratios))
-
-
-def _mini_dataset(root: Path, per_class: int = 2) -> Path:
-    """A generic-layout real dataset: ``root/<class>/img<i>.png``, small noisy RGB images, no masks."""
-    rng = np.random.default_rng(0)
-    for cls in CLASSES:
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / cls / f"img{i}.png")
-    return root
 
 
 # --- module fixtures -----------------------------------------------------------------------------
@@ -474,7 +465,7 @@ def maskless_bench(tmp_path_factory, tiny_cards):
     """A bench run of the three tiny families on a real split with no masks: ``(summary, table)``."""
     from robustbench_wbc.bench import ResultStore, run
 
-    root = _mini_dataset(tmp_path_factory.mktemp("mini") / "mini")
+    root = make_mini_dataset(tmp_path_factory.mktemp("mini") / "mini")
     try:
         assert register_dataset("mini", root) == ["mini:all"]
         assert SPLITS.get("mini:all").load(10, SIZE).masks is None
