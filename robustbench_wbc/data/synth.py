@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 CLASSES: tuple[str, ...] = ("neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte")
 FIELD_UM = 25.6  # field of view in µm; 64 px → 0.4 µm/px, so a 20 µm monocyte still fits
-GENERATOR_VERSION = "synthwbc-2"
+GENERATOR_VERSION = "synthwbc-3"
 CHUNK = 256  # images per random-draw chunk; part of the generator version
 
 # Stain absorbance vectors (optical density per unit concentration, R G B). Romanowsky stains
@@ -228,9 +228,12 @@ def _nucleus_lobed(x, y, R, labels, u, n):
     B = len(labels)
     neu = labels == _CLS["neutrophil"]
     eos = labels == _CLS["eosinophil"]
-    la = torch.where(neu, 0.28, 0.33) * R
-    lb = torch.where(neu, 0.22, torch.where(eos, 0.27, 0.26)) * R
+    la = torch.where(neu, 0.25, 0.33) * R
+    lb = torch.where(neu, 0.2, torch.where(eos, 0.27, 0.26)) * R
     arc = torch.where(neu, 0.46, torch.where(eos, 0.40, 0.32)) * R
+    # Neighbouring lobes sit a chord of ~1.25 lobe widths apart, so that a thin filament, not
+    # a merged band, joins them: segmented, not band, forms (a band nucleus is another cell stage).
+    chord = torch.where(neu, 0.56, 0.62) * R
     width = torch.where(neu, 0.5, torch.where(eos, 0.7, 1.4))
     n_lobes = torch.full((B,), 2, dtype=torch.long)
     for cls in ("neutrophil", "eosinophil", "basophil"):
@@ -239,7 +242,8 @@ def _nucleus_lobed(x, y, R, labels, u, n):
         pick = torch.tensor(m.lobes)[torch.searchsorted(cdf, u[:, 20].contiguous()).clamp(max=len(m.lobes) - 1)]
         n_lobes = torch.where(labels == _CLS[cls], pick, n_lobes)
     rot = 2 * math.pi * u[:, 21]
-    span = (0.55 + 0.3 * u[:, 22]) * math.pi * torch.where(n_lobes > 2, 1.0, 0.9)
+    step = 2 * torch.asin((chord / (2 * arc)).clamp(max=1.0)) * (0.9 + 0.2 * u[:, 22])
+    span = step * (n_lobes - 1)
     j = torch.arange(5, dtype=torch.float32)
     frac = j / (n_lobes[:, None] - 1).clamp(min=1) - 0.5  # B × 5, −½ … ½ over the active lobes
     angles = rot[:, None] + span[:, None] * frac
