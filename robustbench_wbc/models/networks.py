@@ -57,8 +57,16 @@ class TimmEncoder(nn.Module):
         return self.body(x)
 
 
-def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+def group_norm(channels: int, **kwargs) -> nn.GroupNorm:
+    """GroupNorm with 4 groups (1 where the channels don't divide): a norm layer with no batch statistics."""
+    return nn.GroupNorm(4 if channels % 4 == 0 else 1, channels, **kwargs)
+
+
+NORM_LAYERS = {"batchnorm": nn.BatchNorm2d, "groupnorm": group_norm}
+
+
+def _conv_norm_relu(cin: int, cout: int, norm: str) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), NORM_LAYERS[norm](cout),
                          nn.ReLU(inplace=True))
 
 
@@ -68,9 +76,10 @@ class UNetDecoder(nn.Module):
     Args:
         encoder_channels: channels of the encoder's features, shallow to deep.
         decoder_channels: channels after each decoder block, deep to shallow (one per skip).
+        norm: ``batchnorm`` or ``groupnorm``.
     """
 
-    def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int]) -> None:
+    def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int], norm: str = "batchnorm") -> None:
         super().__init__()
         skips = list(encoder_channels[:-1])[::-1]  # deep → shallow
         if len(decoder_channels) != len(skips):
@@ -78,7 +87,7 @@ class UNetDecoder(nn.Module):
         cin = encoder_channels[-1]
         blocks = []
         for skip, cout in zip(skips, decoder_channels):
-            blocks.append(nn.Sequential(_conv_bn_relu(cin + skip, cout), _conv_bn_relu(cout, cout)))
+            blocks.append(nn.Sequential(_conv_norm_relu(cin + skip, cout, norm), _conv_norm_relu(cout, cout, norm)))
             cin = cout
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = cin
@@ -101,18 +110,21 @@ class WBCNet(nn.Module):
         seg_classes: number of mask classes (3: background, cytoplasm, nucleus).
         decoder_channels: channels of the U-Net decoder blocks, deep to shallow.
         encoder_kwargs: passed to timm (widths, ...).
+        norm: the normalisation layer of encoder and decoder alike: ``batchnorm`` or ``groupnorm``.
     """
 
     def __init__(self, family: str, encoder: str, num_classes: int = 5, seg_classes: int = 3,
                  decoder_channels: Sequence[int] = (64, 32, 16, 16),
-                 encoder_kwargs: dict | None = None) -> None:
+                 encoder_kwargs: dict | None = None, norm: str = "batchnorm") -> None:
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
         self.family = family
         self.heads = HEADS[family]
         self.normalize = Normalize()
-        self.encoder = TimmEncoder(encoder, **(encoder_kwargs or {}))
+        if norm not in NORM_LAYERS:
+            raise ValueError(f"unknown norm {norm!r}; expected one of {sorted(NORM_LAYERS)}")
+        self.encoder = TimmEncoder(encoder, **(encoder_kwargs or {}), norm_layer=NORM_LAYERS[norm])
         self.classifier: nn.Module | None = None
         self.decoder: UNetDecoder | None = None
         self.segmentation_head: nn.Module | None = None
@@ -120,7 +132,7 @@ class WBCNet(nn.Module):
             self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                             nn.Linear(self.encoder.channels[-1], num_classes))
         if "mask" in self.heads:
-            self.decoder = UNetDecoder(self.encoder.channels, decoder_channels)
+            self.decoder = UNetDecoder(self.encoder.channels, decoder_channels, norm)
             self.segmentation_head = nn.Conv2d(self.decoder.out_channels, seg_classes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
