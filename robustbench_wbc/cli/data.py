@@ -84,11 +84,11 @@ def show(
     picks = {k: np.flatnonzero(base.labels.numpy() == k)[:per_class] for k in range(len(CLASSES))}
     panels = [(d.domain, base)]
     if domains and d.synth is not None:
-        from robustbench_wbc.data.splits import _synth_loader
+        from robustbench_wbc.data.splits import load_synth
 
         for name in ("source", "stain-b", "camera-b", "lab-b"):
             if name != d.domain:
-                panels.append((name, _synth_loader(split, replace(d.synth, domain=name))(len(base), size)))
+                panels.append((name, load_synth(split, replace(d.synth, domain=name), len(base), size)))
     cols = per_class * len(panels)
     fig, axes = plt.subplots(len(CLASSES), cols, figsize=(1.1 * cols, 1.2 * len(CLASSES)), squeeze=False)
     for r, cls in enumerate(CLASSES):

@@ -6,6 +6,7 @@ versions, reads) it on demand. Ids are ``source:name`` (``synth:test``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -127,19 +128,18 @@ def render(spec: SynthSpec, n: int, size: int, start: int = 0):
     return x.contiguous().numpy(), labels, masks, meta
 
 
-def _synth_loader(name: str, spec: SynthSpec) -> Callable[[int, int], SplitData]:
-    def load(n: int, image_size: int) -> SplitData:
-        from robustbench_wbc.data.cache import load_or_render
+def load_synth(name: str, spec: SynthSpec, n: int, image_size: int) -> SplitData:
+    """Gives the first ``n`` images of the SynthWBC data ``spec`` (from the cache when there)."""
+    from robustbench_wbc.data.cache import load_or_render
 
-        images, labels, masks, meta = load_or_render(spec, n, image_size)
-        return SplitData(name, torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(masks), meta)
-    return load
+    images, labels, masks, meta = load_or_render(spec, n, image_size)
+    return SplitData(name, torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(masks), meta)
 
 
 def register_synth_split(name: str, spec: SynthSpec, role: str, default_n: int, description: str) -> SplitDef:
     """Registers a SynthWBC split ``synth:<name>`` made by ``spec``."""
     full = f"synth:{name}"
-    d = SplitDef(full, _synth_loader(full, spec), role, spec.domain, default_n, description, synth=spec)
+    d = SplitDef(full, functools.partial(load_synth, full, spec), role, spec.domain, default_n, description, synth=spec)
     SPLITS.remove(full)
     return SPLITS.add(full, d)
 
