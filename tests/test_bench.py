@@ -277,3 +277,27 @@ def test_resume_reruns_only_missing_cells_with_same_numbers(bench_run, bench_tab
     drop = ["run_id", "time_s", "finished_at"]
     pd.testing.assert_frame_equal(table.drop(columns=drop), t.drop(columns=drop))  # same numbers
     assert table.loc[table["cell_id"] == victim, "run_id"].iloc[0] != t["run_id"].iloc[0]
+
+
+def test_seeded_models_train_apart_and_the_leaderboard_averages_them(tmp_path, tiny_cards):
+    """`tiny_cls@1` is tiny_cls from seed 1: its own checkpoint; the leaderboard row is the seed mean."""
+    from robustbench_wbc.bench import ResultStore, run
+    from robustbench_wbc.models import MODELS, load_model
+    from robustbench_wbc.models.zoo import with_seeds
+    from robustbench_wbc.report import leaderboard
+
+    entry = MODELS.get("tiny_cls@1")
+    assert (entry.id, entry.seed, entry.family) == ("tiny_cls@1", 1, "classifier")
+    assert with_seeds(["tiny_cls"], [0, 1, 2]) == ["tiny_cls", "tiny_cls@1", "tiny_cls@2"]
+    _, card = load_model("tiny_cls@1")
+    assert card.id == "tiny_cls@1" and card.seed == 1
+    assert card.weights_sha256 != tiny_cards["tiny_cls"].weights_sha256
+
+    summary = run(["tiny_cls", "tiny_cls@1"], ["synth:test"], ["fgsm"], tmp_path, eps=[2 / 255], n_images=20)
+    assert not summary.failed
+    table = ResultStore(tmp_path).table()
+    assert set(table["model"]) == {"tiny_cls"} and set(table["model_seed"]) == {0, 1}
+    acc = table[(table["metric"] == "accuracy")].set_index("model_seed")["value"]
+    board = leaderboard(table).set_index("model")
+    assert board.loc["tiny_cls", "seeds"] == 2
+    assert board.loc["tiny_cls", "clean_acc_id"] == pytest.approx((acc[0] + acc[1]) / 2)

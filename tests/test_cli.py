@@ -228,3 +228,15 @@ def test_corrupt_checkpoint_names_the_fix(cli, tmp_path, monkeypatch):
     assert "wbc-robust models train tiny_cls --force" in cli_text(result)
     listing = cli.invoke(app, ["models", "list", "--tiny"], env=WIDE)
     assert listing.exit_code == 0 and "corrupt" in listing.output
+
+
+def test_run_seeds_option(cli, tmp_path, tiny_cards):
+    out = tmp_path / "out"
+    base = ["run", "--models", "tiny_cls", "--splits", "synth:test", "--attacks", "fgsm", "--eps", "2/255",
+            "--n-images", "10", "--out", str(out)]
+    bad = cli.invoke(app, [*base, "--seeds", "0,x"], env=WIDE)
+    assert bad.exit_code == 2 and "--seeds" in cli_text(bad)
+    ok = cli.invoke(app, [*base, "--seeds", "0,2"], env=WIDE)
+    assert ok.exit_code == 0, cli_text(ok)
+    table = pd.read_parquet(out / "results.parquet")
+    assert set(table["model_seed"]) == {0, 2} and set(table["model"]) == {"tiny_cls"}

@@ -113,7 +113,7 @@ def _row(model, family, split, attack, metric, value, eps=0.0, status="ok", cell
             "split": split, "attack": attack, "norm": "linf" if attack != CLEAN else "none", "eps": eps,
             "target": target if attack != CLEAN else "none", "metric": metric, "value": value,
             "status": status, "cell_id": cell or f"{model}-{split}-{attack}-{eps}-{sha}-{n}",
-            "seed": 0, "params": "", "n": n, "model_sha256": sha, "finished_at": pd.Timestamp(at)}
+            "seed": 0, "params": "", "n": n, "model_sha256": sha, "finished_at": pd.Timestamp(at), "model_seed": 0}
 
 
 def test_leaderboard_uses_newest_checkpoint_and_largest_n():

@@ -20,7 +20,7 @@ from robustbench_wbc.data.splits import SPLITS, SplitData
 from robustbench_wbc.metrics import correct, segmentation_scores
 from robustbench_wbc.models.card import ModelCard
 from robustbench_wbc.models.hub import load_model, read_card, versions
-from robustbench_wbc.models.zoo import MODELS
+from robustbench_wbc.models.zoo import MODELS, base_id
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, float], 
     split = SPLITS.get(cell.split)
     synth = split.synth
     base = {
-        "run_id": ctx.run_id, "cell_id": cell.id, "model": cell.model, "family": card.family,
+        "run_id": ctx.run_id, "cell_id": cell.id, "model": base_id(cell.model), "family": card.family,
         "encoder": card.encoder, "recipe": card.recipe, "model_seed": card.seed, "split": cell.split,
         "domain": split.domain, "corruption": synth.corruption if synth and synth.corruption else "none",
         "severity": synth.severity if synth else 0, "attack": cell.attack, "backend": cell.backend,

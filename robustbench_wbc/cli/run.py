@@ -14,9 +14,17 @@ from robustbench_wbc.bench.runner import run as run_matrix
 from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors, setup_logging
 from robustbench_wbc.data.real import parse_data_option, register_dataset
 from robustbench_wbc.data.splits import DEFAULT_EVAL_SPLITS, SPLITS
-from robustbench_wbc.models.zoo import MODELS
+from robustbench_wbc.models.zoo import MODELS, with_seeds
 
 DEFAULT_OUT = Path("wbc-robust-out")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parses ``"0,1,2"`` into seeds; anything else is a usage error."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise typer.BadParameter(f"malformed {text!r}: write non-negative integers, e.g. 0,1,2", param_hint="--seeds")
+    return [int(p) for p in parts]
 
 
 class Track(str, Enum):
@@ -40,6 +48,9 @@ def run(
     attacks: Annotated[str, typer.Option(help="Attack ids, comma-separated (see `attacks list`).")] = "pgd",
     splits: Annotated[str, typer.Option(help="Split ids, comma-separated (see `splits list`).")] = ",".join(DEFAULT_EVAL_SPLITS),
     eps: Annotated[str | None, typer.Option(help="Budgets, e.g. '1/255,8/255'. Default: each attack's own.")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="Training seeds, e.g. '0,1,2': each model also at these seeds (as MODEL@SEED); the "
+             "leaderboard averages them. Default: each model's own seed.")] = None,
     n_images: Annotated[int, typer.Option(min=1, help="Images per split (the first n; class-balanced).")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the attacks' randomness (random starts).")] = 0,
     out: Annotated[Path, typer.Option(help="Output directory: the result store and tables.")] = DEFAULT_OUT,
@@ -59,6 +70,8 @@ def run(
     setup_logging(verbose)
     register_data_options(data, skip_bad)
     model_ids = MODELS.resolve(models, all_filter=lambda e: not e.tiny and e.track == track.value)
+    if seeds is not None:
+        model_ids = with_seeds(model_ids, parse_seeds(seeds))
     attack_ids = ATTACKS.resolve(attacks)
     split_ids = SPLITS.resolve(splits)
     eps_values = None

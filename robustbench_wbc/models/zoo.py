@@ -8,7 +8,7 @@ The top-level ``models/`` cards are written from here (``wbc-robust models cards
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from robustbench_wbc.models.networks import WBCNet
 from robustbench_wbc.registry import Registry
@@ -91,8 +91,33 @@ class ModelEntry:
         return recipe_for(self.recipe, self.family)
 
 
-MODELS: Registry[ModelEntry] = Registry("model", group="robustbench_wbc.models",
-                                        list_command="models list")
+class ModelRegistry(Registry[ModelEntry]):
+    """The model registry, where ``id@SEED`` names the same model trained from another seed."""
+
+    def get(self, name: str) -> ModelEntry:
+        base, sep, seed = name.rpartition("@")
+        if sep and seed.isdigit():
+            return replace(super().get(base), id=f"{base}@{int(seed)}", seed=int(seed))
+        return super().get(name)
+
+
+def base_id(model_id: str) -> str:
+    """Gives the registered id of a (possibly seeded, ``id@SEED``) model id."""
+    base, sep, seed = model_id.rpartition("@")
+    return base if sep and seed.isdigit() else model_id
+
+
+def with_seeds(model_ids: list[str], seeds: list[int]) -> list[str]:
+    """Gives every model at every seed: its own id at its registered seed, ``id@SEED`` otherwise."""
+    out = []
+    for mid in model_ids:
+        base = base_id(mid)
+        own = MODELS.get(base).seed
+        out += [base if s == own else f"{base}@{s}" for s in seeds]
+    return list(dict.fromkeys(out))
+
+
+MODELS: ModelRegistry = ModelRegistry("model", group="robustbench_wbc.models", list_command="models list")
 
 
 TRACKS = ("clean", "confounded")

@@ -13,7 +13,7 @@ from robustbench_wbc.data.splits import SPLITS
 
 logger = logging.getLogger(__name__)
 
-COORDS = ["model", "split", "attack", "target", "norm", "eps", "seed", "params", "metric"]
+COORDS = ["model", "model_seed", "split", "attack", "target", "norm", "eps", "seed", "params", "metric"]
 
 
 def current_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -25,8 +25,11 @@ def current_rows(table: pd.DataFrame) -> pd.DataFrame:
     """
     if table.empty:
         return table
-    newest = table.sort_values("finished_at").groupby("model")["model_sha256"].last()
-    keep = table["model_sha256"] == table["model"].map(newest)
+    # one checkpoint per (model, training seed): the newest
+    newest = (table.sort_values("finished_at").groupby(["model", "model_seed"], as_index=False)["model_sha256"]
+              .last().rename(columns={"model_sha256": "_newest"}))
+    merged = table[["model", "model_seed", "model_sha256"]].merge(newest, on=["model", "model_seed"], how="left")
+    keep = pd.Series((merged["_newest"] == merged["model_sha256"]).to_numpy(), index=table.index)
     if not keep.all():
         logger.warning("ignoring %d rows of older checkpoints of %s", int((~keep).sum()),
                        sorted(table.loc[~keep, "model"].unique()))
@@ -50,6 +53,7 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     splits; robust accuracy is on the in-distribution test split under attacks on the class head,
     one column per attack and eps; Dice under attack is the worst over attacks on the mask head at
     the largest eps.
+    Each number is the mean over the model's training seeds (``seeds`` says how many) and cells.
     Models are ranked by their worst robust accuracy over the attacks at the largest eps, then by
     clean OOD accuracy; U-Nets (no classifier) rank by nucleus Dice under attack after them.
     """
@@ -64,6 +68,7 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     board["recipe"] = models["recipe"]
     board["labelled_images"] = models["labelled_images"]
     board["masked_images"] = models["masked_images"]
+    board["seeds"] = table[table["status"] == "ok"].groupby("model")["model_seed"].nunique()
 
     clean = ok[ok["attack"] == CLEAN]
     attacked = ok[ok["attack"] != CLEAN]
@@ -106,7 +111,7 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     board = board.assign(_k1=board[key].fillna(-1), _k2=board["clean_acc_ood"].fillna(-1),
                          _k3=seg_key.fillna(-1))
     board = board.sort_values(["_k1", "_k2", "_k3"], ascending=False).drop(columns=["_k1", "_k2", "_k3"])
-    first = ["family", "recipe", "labelled_images", "masked_images", "clean_acc_id", "clean_acc_ood",
+    first = ["family", "recipe", "seeds", "labelled_images", "masked_images", "clean_acc_id", "clean_acc_ood",
              "worst_robust_acc", "worst_robust_eps"]
     board = board[[c for c in first if c in board] + [c for c in board if c not in first]]
     board = board.rename_axis("model").reset_index()
@@ -126,7 +131,7 @@ def _fmt(v: object, col: str) -> str:
 
 HEADERS = {
     "rank": "rank", "model": "model", "family": "family", "recipe": "recipe",
-    "labelled_images": "labels (images)", "masked_images": "labels (masks)",
+    "seeds": "seeds", "labelled_images": "labels (images)", "masked_images": "labels (masks)",
     "clean_acc_id": "clean acc ID %", "clean_acc_ood": "clean acc OOD %",
     "nucleus_dice_id": "nucleus Dice ID %", "cytoplasm_dice_id": "cytoplasm Dice ID %",
     "nucleus_dice_ood": "nucleus Dice OOD %", "cytoplasm_dice_ood": "cytoplasm Dice OOD %",
