@@ -56,11 +56,11 @@ def plan(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str],
         card = cards[m]
         for s in splits:
             split_def = SPLITS.get(s)
-            # a head is measured only where the split has its labels: no masks, no Dice
-            targets = [t for t in default_targets(card.family) if t == "cls" or split_def.has_masks]
             if card.family == "unet" and not split_def.has_masks:
                 logger.warning("%s is left out on %s: a U-Net is scored on masks, and the split has none", m, s)
                 continue
+            # a head is attacked only where the split has its labels: no masks, no Dice
+            targets = [t for t in default_targets(card.family) if t == "cls" or split_def.has_masks]
             n = split_def.default_n if n_images is None else min(n_images, split_def.default_n)
             cells.append(Cell(m, s, CLEAN, 0.0, "none", seed, n, card.weights_sha256))
             for a in attacks:

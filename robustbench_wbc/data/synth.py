@@ -291,7 +291,7 @@ def _nucleus_kidney(x, y, R, u):
 def _morphology(d: _Draws, labels: torch.Tensor, size: int, um: float):
     """Shapes and stain concentrations of a batch: ``(conc B×3×H×W, nucleus, cytoplasm, diam)``."""
     B = len(labels)
-    field = size * um  # the field of view in µm
+    field_um = size * um  # the field of view in µm
     coords = (torch.arange(size, dtype=torch.float32) - (size - 1) / 2) * um
     Y, X = torch.meshgrid(coords, coords, indexing="ij")
     u, n = d.u, d.n
@@ -340,7 +340,7 @@ def _morphology(d: _Draws, labels: torch.Tensor, size: int, um: float):
             break
         r_rbc = 3.4 + 0.7 * u[i, 61 + k]
         ang = 2 * math.pi * u[i, 67 + k]
-        dist = 0.7 * R[i] + (field * 0.75 - 0.7 * R[i]) * u[i, 73 + k]
+        dist = 0.7 * R[i] + (field_um * 0.75 - 0.7 * R[i]) * u[i, 73 + k]
         rx, ry = ccx[i] + dist * torch.cos(ang), ccy[i] + dist * torch.sin(ang)
         dd = torch.hypot(X - _col(rx), Y - _col(ry)) / _col(r_rbc)
         pallor = 1 - 0.55 * (1 - (dd / 0.6) ** 2).clamp(min=0) ** 2  # a smooth dip at the centre
@@ -349,7 +349,7 @@ def _morphology(d: _Draws, labels: torch.Tensor, size: int, um: float):
     n_plt = _poisson(u[:, 85], 0.5, 2)
     for k in range(2):
         i = torch.nonzero(n_plt > k).flatten()
-        px, py = field * (u[i, 86 + 2 * k] - 0.5), field * (u[i, 87 + 2 * k] - 0.5)
+        px, py = field_um * (u[i, 86 + 2 * k] - 0.5), field_um * (u[i, 87 + 2 * k] - 0.5)
         plate = _ellipse(X, Y, _col(px), _col(py), _col(0.8 + 0.6 * u[i, 90 + k]), _col(0.6 + 0.4 * u[i, 92 + k]),
                          _col(math.pi * u[i, 94 + k]))
         conc[i, STAIN_PURPLE] = torch.maximum(conc[i, STAIN_PURPLE], plate * 0.55)

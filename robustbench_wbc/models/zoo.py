@@ -91,20 +91,25 @@ class ModelEntry:
         return recipe_for(self.recipe, self.family)
 
 
-class ModelRegistry(Registry[ModelEntry]):
-    """The model registry, where ``id@SEED`` names the same model trained from another seed."""
-
-    def get(self, name: str) -> ModelEntry:
-        base, sep, seed = name.rpartition("@")
-        if sep and seed.isdigit():
-            return replace(super().get(base), id=f"{base}@{int(seed)}", seed=int(seed))
-        return super().get(name)
+def split_seed(model_id: str) -> tuple[str, int | None]:
+    """Splits ``id@SEED`` into ``(id, SEED)``; a plain id gives ``(id, None)``."""
+    base, sep, seed = model_id.rpartition("@")
+    return (base, int(seed)) if sep and seed.isdigit() else (model_id, None)
 
 
 def base_id(model_id: str) -> str:
     """Gives the registered id of a (possibly seeded, ``id@SEED``) model id."""
-    base, sep, seed = model_id.rpartition("@")
-    return base if sep and seed.isdigit() else model_id
+    return split_seed(model_id)[0]
+
+
+class ModelRegistry(Registry[ModelEntry]):
+    """The model registry, where ``id@SEED`` names the same model trained from another seed."""
+
+    def get(self, name: str) -> ModelEntry:
+        base, seed = split_seed(name)
+        if seed is None:
+            return super().get(name)
+        return replace(super().get(base), id=f"{base}@{seed}", seed=seed)
 
 
 def with_seeds(model_ids: list[str], seeds: list[int]) -> list[str]:
