@@ -21,13 +21,15 @@ from robustbench_wbc.attacks import (
     register_attack,
 )
 from robustbench_wbc.bench import Cell, ResultStore, run
+from robustbench_wbc.bench.custom import benchmark
 from robustbench_wbc.data import CLASSES, SPLITS, Domain, SplitData, generate
 from robustbench_wbc.models import MODELS, ModelCard, WBCNet, list_models, load_model, register_model
+from robustbench_wbc.models.plugins import load_model_plugin
 from robustbench_wbc.report import leaderboard, to_markdown
 
 __all__ = [
     "ATTACKS", "CLASSES", "MODELS", "SPLITS", "AttackSpec", "Cell", "Domain", "ModelCard", "ResultStore",
-    "SplitData", "ThreatModelViolation", "WBCNet", "__version__", "build_attack", "check_threat_model",
-    "generate", "leaderboard", "list_models", "load_model", "parse_eps", "register_attack",
+    "SplitData", "ThreatModelViolation", "WBCNet", "__version__", "benchmark", "build_attack", "check_threat_model",
+    "generate", "leaderboard", "list_models", "load_model", "load_model_plugin", "parse_eps", "register_attack",
     "register_model", "run", "to_markdown",
 ]

@@ -16,5 +16,8 @@ def home() -> Path:
 
 
 def checkpoint_dir(model_id: str) -> Path:
-    """Gives the directory holding one model's weights and card."""
-    return home() / "checkpoints" / model_id
+    """Gives the directory holding one model's weights and card (under ``checkpoints/<profile>/``
+    for a training profile other than the default, ``$WBC_ROBUST_PROFILE``)."""
+    profile = os.environ.get("WBC_ROBUST_PROFILE", "default") or "default"
+    root = home() / "checkpoints"
+    return root / model_id if profile == "default" else root / profile / model_id

@@ -97,6 +97,20 @@ def restore_attacks():
     ATTACKS._plugins_loaded = loaded
 
 
+@pytest.fixture
+def restore_models():
+    """Removes any model a test registers (plugins included), so the registry matches the committed cards again."""
+    from robustbench_wbc.models import plugins as plugins_mod
+
+    before = set(MODELS._entries)
+    loaded = dict(plugins_mod._LOADED)
+    yield
+    for name in set(MODELS._entries) - before:
+        MODELS.remove(name)
+    plugins_mod._LOADED.clear()
+    plugins_mod._LOADED.update(loaded)
+
+
 # --- shared by the CLI and data tests ----------------------------------------------------------
 WIDE = {"COLUMNS": "250"}  # rich wraps at 80 columns otherwise
 

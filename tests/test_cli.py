@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from conftest import WIDE, cli_text
 from typer.testing import CliRunner
 
 from robustbench_wbc._version import __version__
 from robustbench_wbc.attacks import register_attack
 from robustbench_wbc.cli import app
-from robustbench_wbc.cli.listing import zoo_card
 from robustbench_wbc.data import SPLITS
 from robustbench_wbc.models import MODELS, list_models
+from robustbench_wbc.models.zoo_cards import ZooCard
 
-COMMANDS = [[], ["run"], ["leaderboard"], ["models"], ["models", "list"], ["models", "train"],
+REPO = Path(__file__).resolve().parents[1]
+
+COMMANDS = [[], ["run"], ["leaderboard"], ["models"], ["models", "list"], ["models", "train"], ["train"],
             ["models", "cards"], ["attacks"], ["attacks", "list"], ["splits"], ["splits", "list"]]
 
 
@@ -81,8 +83,8 @@ def test_models_cards(cli, tmp_path):
     assert result.exit_code == 0
     written = sorted(p.name for p in out.iterdir())
     assert written == sorted(f"{m}.yaml" for m in list_models())
-    for m in list_models():
-        assert yaml.safe_load((out / f"{m}.yaml").read_text()) == zoo_card(m)
+    for m in list_models():  # what the registry decides is what was committed
+        assert ZooCard.read(out / f"{m}.yaml").static() == ZooCard.read(REPO / "models" / f"{m}.yaml").static()
 
 
 def test_models_train(cli, tiny_cards):
@@ -174,7 +176,8 @@ def test_e2e_leaderboard_csv(cli, e2e_out, tmp_path):
     assert pd.read_csv(io.StringIO(result.stdout)).equals(board)  # what is printed is what is written
     assert sorted(board["model"]) == sorted(E2E_MODELS.split(","))
     assert board["rank"].tolist() == [1, 2, 3]
-    robust = [c for c in board.columns if "@" in c]
+    robust = [c for c in board.columns if "@" in c and not c.endswith("_sd")]
+    assert all(board[f"{c}_sd"].isna().all() for c in robust)  # one training seed: no spread
     assert sorted(robust) == ["fgsm@2/255", "fgsm@8/255", "pgd@2/255", "pgd@8/255"]
     for _, row in board.iterrows():
         if row["family"] == "unet":
@@ -240,3 +243,71 @@ def test_run_seeds_option(cli, tmp_path, tiny_cards):
     assert ok.exit_code == 0, cli_text(ok)
     table = pd.read_parquet(out / "results.parquet")
     assert set(table["model_seed"]) == {0, 2} and set(table["model"]) == {"tiny_cls"}
+
+
+# --- model plugins from a file, and top-level train ---------------------------------------------------
+PLUGIN = '''
+from robustbench_wbc.models import WBCNet, register_model
+
+@register_model(family="classifier", encoder="resnet10t-w8", recipe="tiny-full", tiny=True)
+def plugged_cls():
+    """A classifier from a plugin file."""
+    return WBCNet("classifier", "resnet10t", encoder_kwargs={"channels": (8, 16, 32, 64), "stem_width": 8})
+'''
+
+
+def test_model_plugin_file_joins_list_train_and_run(cli, tmp_path, restore_models):
+    plugin = tmp_path / "my_models.py"
+    plugin.write_text(PLUGIN)
+    listed = cli.invoke(app, ["models", "list", "plugged*", "--tiny", "--model-plugin", str(plugin)], env=WIDE)
+    assert listed.exit_code == 0, cli_text(listed)
+    assert "plugged_cls" in listed.stdout and "A classifier from a plugin file." in listed.stdout
+    out = tmp_path / "run"
+    result = cli.invoke(app, ["run", "--model-plugin", str(plugin), "--models", "plugged_cls", "--splits", "synth:test",
+                              "--attacks", "fgsm", "--eps", "2/255", "--n-images", "8", "--out", str(out)], env=WIDE)
+    assert result.exit_code == 0, cli_text(result)
+    assert set(pd.read_parquet(out / "results.parquet")["model"]) == {"plugged_cls"}
+
+
+def test_broken_model_plugin_names_the_file(cli, tmp_path, restore_models):
+    plugin = tmp_path / "broken.py"
+    plugin.write_text("raise RuntimeError('no GPU here')\n")
+    result = cli.invoke(app, ["models", "list", "--model-plugin", str(plugin)], env=WIDE)
+    assert result.exit_code == 1
+    assert "broken.py" in cli_text(result) and "no GPU here" in cli_text(result)
+
+
+def test_train_trains_what_is_missing_at_each_seed(cli, tiny_cards):
+    result = cli.invoke(app, ["train", "tiny_cls", "--seeds", "0,5"], env=WIDE)
+    assert result.exit_code == 0, cli_text(result)
+    text = cli_text(result)
+    assert "tiny_cls: cached" in text and "tiny_cls@5: trained in" in text
+    again = cli.invoke(app, ["train", "tiny_cls", "--seeds", "0,5"], env=WIDE)
+    assert "tiny_cls@5: cached" in cli_text(again)
+    bad = cli.invoke(app, ["train", "tiny_cls", "--seeds", "a"], env=WIDE)
+    assert bad.exit_code == 2 and "--seeds" in cli_text(bad)
+
+
+def test_profile_option(cli, monkeypatch):
+    monkeypatch.setenv("WBC_ROBUST_PROFILE", "default")  # restored after: the option sets it for the process
+    bad = cli.invoke(app, ["models", "list", "--profile", "huge"], env=WIDE)
+    assert bad.exit_code == 2 and "unknown profile 'huge'" in cli_text(bad)
+    ok = cli.invoke(app, ["models", "list", "resnet10t_cls", "--profile", "paper"], env=WIDE)
+    assert ok.exit_code == 0 and "full+paper" in ok.stdout and " no " in ok.stdout
+
+
+def test_attacks_none_runs_clean_cells_only(cli, tmp_path, tiny_cards):
+    out = tmp_path / "clean"
+    result = cli.invoke(app, ["run", "--models", "tiny_cls,tiny_unet", "--splits", "synth:test", "--attacks", "none",
+                              "--n-images", "8", "--out", str(out)], env=WIDE)
+    assert result.exit_code == 0, cli_text(result)
+    table = pd.read_parquet(out / "results.parquet")
+    assert set(table["attack"]) == {"none"} and set(table["model"]) == {"tiny_cls", "tiny_unet"}
+
+
+def test_no_attack_may_be_called_none():
+    def none(model, spec):  # pragma: no cover - never registered
+        return None
+
+    with pytest.raises(ValueError, match="'none' names the clean cells"):
+        register_attack(norm="linf", backend="own", default_eps=(0.1,))(none)

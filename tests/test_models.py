@@ -22,12 +22,14 @@ from robustbench_wbc.models import (
     CheckpointError,
     HeadView,
     ModelCard,
+    Recipe,
     load_checkpoint,
     load_model,
     read_card,
 )
 from robustbench_wbc.models.hub import CARD, WEIGHTS, sha256_file
 from robustbench_wbc.models.zoo import MASKED_SUBSET, list_models
+from robustbench_wbc.models.zoo_cards import ZooCard, flops_per_image, norm_layers, zoo_card
 from robustbench_wbc.registry import UnknownNameError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,8 +81,10 @@ def _by_encoder() -> dict[str, list[str]]:
 
 @pytest.mark.parametrize(("encoder", "model_ids"), sorted(_by_encoder().items()))
 def test_families_share_the_encoder(encoder, model_ids):
-    """The classifier, U-Net and multitask network of one size differ only in their heads."""
-    assert {MODELS.get(m).family for m in model_ids} == set(FAMILIES)
+    """The classifier, U-Net and multitask network of one size differ only in their heads; every
+    zoo encoder exists in every family (the tiny ConvNeXt and ViT twins only test the code path)."""
+    if not all(MODELS.get(m).tiny for m in model_ids) or encoder == "resnet10t-w8":
+        assert {MODELS.get(m).family for m in model_ids} == set(FAMILIES)
     sigs = {m: _encoder_signature(MODELS.get(m).builder()) for m in model_ids}
     first = next(iter(sigs.values()))
     assert first
@@ -285,16 +289,63 @@ def test_card_unknown_or_missing_fields_raise(tiny_cards):
 @pytest.mark.parametrize("model_id", ZOO_MODELS)
 def test_zoo_yaml_card_matches_registry(model_id):
     """models/<id>.yaml is generated from the registry (`wbc-robust models cards --out models`)."""
-    from robustbench_wbc.cli.listing import zoo_card
-
     path = REPO / "models" / f"{model_id}.yaml"
     assert path.is_file(), f"{path} is missing: run `wbc-robust models cards --out models`"
-    assert yaml.safe_load(path.read_text()) == zoo_card(model_id)
+    committed = ZooCard.read(path)
+    derived = zoo_card(model_id)
+    assert committed.static() == derived.static()
+    assert derived.params > 0 and derived.flops_per_image > derived.params  # at least a multiply-add per weight
+    if committed.trained is not None:  # measured where the cards were written: on the data the registry names
+        assert committed.trained["trained_on_this_data"] is True
 
 
 def test_no_stale_zoo_yaml_cards():
+    """Both ways: every card names a registered model, and every non-tiny model has a card."""
     cards = sorted(p.stem for p in (REPO / "models").glob("*.yaml"))
     assert cards == sorted(ZOO_MODELS)
+    for cid in cards:
+        assert not MODELS.get(cid).tiny
+
+
+def test_zoo_card_takes_what_training_measured(tiny_cards):
+    card = zoo_card("tiny_multitask", tiny_cards["tiny_multitask"])
+    assert card.trained["weights_sha256"] == tiny_cards["tiny_multitask"].weights_sha256
+    assert card.trained["trained_on_this_data"] is True
+    assert card.trained["val_metrics"] == tiny_cards["tiny_multitask"].val_metrics
+    assert card.norm_layers == ["batchnorm"] and card.input_size == 32
+    assert zoo_card("tiny_multitask").trained is None
+
+
+def test_zoo_card_validation(tmp_path):
+    good = zoo_card("tiny_cls")
+    path = tmp_path / "c.yaml"
+    path.write_text(good.to_yaml())
+    assert ZooCard.read(path) == good
+    bad = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**bad, "params": -1}))
+    with pytest.raises(CardError, match="params must be a non-negative integer"):
+        ZooCard.read(path)
+    path.write_text(yaml.safe_dump({**bad, "colour": "red"}))
+    with pytest.raises(CardError, match="unknown fields"):
+        ZooCard.read(path)
+    path.write_text(yaml.safe_dump({**bad, "trained": {"weights_sha256": "abc"}}))
+    with pytest.raises(CardError, match="sha256"):
+        ZooCard.read(path)
+    path.write_text("[1, 2")
+    with pytest.raises(CardError, match="cannot read zoo card"):
+        ZooCard.read(path)
+
+
+def test_flops_count_a_known_layer():
+    """A 3→4 channel 3×3 conv on 8×8 without padding: 6×6×4 outputs × 27 multiply-adds × 2."""
+    conv = torch.nn.Conv2d(3, 4, 3, bias=False)
+    assert flops_per_image(conv, 8) == 6 * 6 * 4 * 27 * 2
+
+
+def test_norm_layers_of_each_encoder():
+    assert norm_layers(MODELS.get("resnet10t_gn_cls").builder()) == ["groupnorm"]
+    assert norm_layers(MODELS.get("convnext_multitask").builder()) == ["groupnorm", "layernorm"]
+    assert norm_layers(MODELS.get("vit_cls").builder()) == ["layernorm"]
 
 
 def test_confounded_track_is_separate_from_the_clean_zoo():
@@ -310,3 +361,74 @@ def test_confounded_track_is_separate_from_the_clean_zoo():
         assert MODELS.get(mid).recipe_spec.train_split == "synth:train"
     clean_all = MODELS.resolve("all", all_filter=lambda e: not e.tiny and e.track == "clean")
     assert sorted(clean_all) == sorted(clean)
+
+
+# --- adversarial training and the λ sweep ---------------------------------------------------------
+def test_fgsm_rs_stays_in_the_ball_and_raises_the_loss():
+    from robustbench_wbc.models.train import fgsm_rs
+
+    torch.manual_seed(0)
+    model = MODELS.get("tiny_cls").builder().eval()
+    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 5, (8,))
+    eps = 4 / 255
+
+    def loss_fn(out):
+        return torch.nn.functional.cross_entropy(out["logits"], y)
+
+    adv = fgsm_rs(model, x, loss_fn, eps, torch.Generator().manual_seed(0))
+    assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    noise = (x + (torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1) * eps).clamp(0, 1)
+    with torch.no_grad():
+        assert loss_fn(model(adv)) > loss_fn(model(noise))
+
+
+def test_adversarially_trained_model_selects_on_robust_accuracy(tiny_cards):
+    card = tiny_cards["tiny_multitask_at"]
+    assert "robust_accuracy" in card.val_metrics and "nucleus_dice" in card.val_metrics
+    assert "robust_accuracy" not in tiny_cards["tiny_multitask"].val_metrics
+    assert card.recipe == "tiny-masked-small-at"
+
+
+def test_recipe_rejects_unknown_adversarial_training():
+    with pytest.raises(ValueError, match="unknown adv_train 'trades'"):
+        Recipe("x", 10, use_labels=True, use_masks=False, steps=1, adv_train="trades", adv_eps=0.1)
+    with pytest.raises(ValueError, match="adv_eps must be > 0"):
+        Recipe("x", 10, use_labels=True, use_masks=False, steps=1, adv_train="fgsm-rs")
+
+
+def test_adversarial_zoo_pairs_each_family_with_its_control():
+    at = {m: MODELS.get(m) for m in list_models("*_at")}
+    assert {e.family for e in at.values()} == {"classifier", "multitask"}
+    assert {e.recipe_spec.adv_train for e in at.values()} == {"fgsm-rs"}
+    assert {e.recipe_spec.adv_eps for e in at.values()} == {2 / 255}
+    small = {e.recipe_spec.train_images for e in at.values() if e.family == "classifier"}
+    assert small == {RECIPES["full"].train_images, RECIPES["masked-small"].train_images}
+
+
+def test_seg_weight_sweep_is_the_ablation_track():
+    sweep = list_models(track="ablation")
+    assert len(sweep) == 4
+    weights = sorted(MODELS.get(m).recipe_spec.seg_weight for m in sweep)
+    assert weights == [0.1, 0.3, 3.0, 10.0]
+    for m in sweep:  # the same model and data as the reference, λ aside
+        r, ref = MODELS.get(m).recipe_spec, MODELS.get("resnet10t_multitask").recipe_spec
+        assert {**r.__dict__, "name": "", "seg_weight": 1.0} == {**ref.__dict__, "name": ""}
+        assert _encoder_signature(MODELS.get(m).builder()) == _encoder_signature(MODELS.get("resnet10t_multitask").builder())
+
+
+# --- training profiles ------------------------------------------------------------------------------
+def test_paper_profile_scales_every_recipe_alike(monkeypatch):
+    from robustbench_wbc.models.zoo import PROFILES, recipe_for
+
+    paper = PROFILES["paper"]
+    full, small = recipe_for("full", "classifier", paper), recipe_for("masked-small", "multitask", paper)
+    assert (full.name, full.train_images, full.image_size, full.steps) == ("full+paper", 14500, 128, 1600)
+    assert full.train_images / small.train_images == 14.5 and small.steps == full.steps
+    assert recipe_for("tiny-full", "classifier", paper) == recipe_for("tiny-full", "classifier", PROFILES["default"])
+    default_dir = paths.checkpoint_dir("resnet10t_cls")
+    monkeypatch.setenv("WBC_ROBUST_PROFILE", "paper")
+    assert MODELS.get("resnet10t_cls").recipe_spec == full
+    assert paths.checkpoint_dir("resnet10t_cls") == default_dir.parent / "paper" / "resnet10t_cls"
+    monkeypatch.setenv("WBC_ROBUST_PROFILE", "huge")
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        _ = MODELS.get("resnet10t_cls").recipe_spec

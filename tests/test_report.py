@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -146,3 +148,88 @@ def test_ranking_by_worst_robust_accuracy_then_ood():
     assert b.loc["a", "worst_robust_acc"] == pytest.approx(0.1)
     assert b.loc["a", "failed_cells"] == 1 and b.loc["b", "failed_cells"] == 0
     assert "pgd@2/255" not in board.columns  # a failed cell gives no number
+
+
+# --- mean ± sd over training seeds --------------------------------------------------------------------
+def _seeded_table():
+    """Model ``m`` at 3 training seeds with known numbers, model ``one`` at a single seed."""
+    e = 8 / 255
+    rows = []
+    # seed: clean ID, clean OOD per split, pgd@8/255, fgsm@8/255, fgsm@2/255
+    for seed, clean, oods, pgd, fgsm, fgsm2 in [(0, 0.2, (0.1, 0.3), 0.1, 0.3, 0.2), (1, 0.4, (0.4,), 0.3, 0.2, 0.4),
+                                                (2, 0.6, (0.6,), 0.5, 0.6, 0.6)]:
+        seed_rows = [_row("m", "classifier", "synth:test", CLEAN, "accuracy", clean),
+                     _row("m", "classifier", "synth:test", "pgd", "robust_accuracy", pgd, e),
+                     _row("m", "classifier", "synth:test", "fgsm", "robust_accuracy", fgsm, e),
+                     _row("m", "classifier", "synth:test", "fgsm", "robust_accuracy", fgsm2, 2 / 255)]
+        seed_rows += [_row("m", "classifier", split, CLEAN, "accuracy", v)
+                      for split, v in zip(["synth:ood-lab-b", "synth:ood-stain-b"], oods)]
+        rows += [{**r, "model_seed": seed, "model_sha256": f"w{seed}", "cell_id": f"{r['cell_id']}-s{seed}"}
+                 for r in seed_rows]
+    rows += [_row("one", "classifier", "synth:test", CLEAN, "accuracy", 0.9),
+             _row("one", "classifier", "synth:ood-lab-b", CLEAN, "accuracy", 0.7),
+             _row("one", "classifier", "synth:test", "pgd", "robust_accuracy", 0.05, e),
+             _row("one", "classifier", "synth:test", "fgsm", "robust_accuracy", 0.15, e)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def seeded_board():
+    return leaderboard(_seeded_table())
+
+
+def test_mean_and_sd_over_seeds(seeded_board):
+    b = seeded_board.set_index("model")
+    m = b.loc["m"]
+    assert m["seeds"] == 3 and b.loc["one", "seeds"] == 1
+    assert 100 * m["clean_acc_id"] == pytest.approx(40.0)  # 0.2, 0.4, 0.6
+    assert 100 * m["clean_acc_id_sd"] == pytest.approx(20.0)  # sample sd (ddof=1), not 16.3 (ddof=0)
+    # seed 0's two OOD splits average to 0.2 first; pooling all cells would give 0.35
+    assert m["clean_acc_ood"] == pytest.approx(0.4) and m["clean_acc_ood_sd"] == pytest.approx(0.2)
+    assert m["pgd@8/255"] == pytest.approx(0.3) and m["pgd@8/255_sd"] == pytest.approx(0.2)
+    assert m["fgsm@8/255"] == pytest.approx(11 / 30)
+    assert m["fgsm@8/255_sd"] == pytest.approx(np.std([0.3, 0.2, 0.6], ddof=1))
+    assert m["fgsm@2/255"] == pytest.approx(0.4) and m["fgsm@2/255_sd"] == pytest.approx(0.2)
+    # the worst case is each seed's worst at 8/255 (0.1, 0.2, 0.5), then averaged; not min(0.3, 0.367)
+    assert m["worst_robust_acc"] == pytest.approx(0.8 / 3)
+    assert m["worst_robust_acc_sd"] == pytest.approx(np.std([0.1, 0.2, 0.5], ddof=1))
+    assert m["worst_robust_eps"] == pytest.approx(8 / 255)
+    assert "worst_robust_eps_sd" not in b.columns and "seeds_sd" not in b.columns
+    one = b.loc["one"]
+    assert one["clean_acc_id"] == pytest.approx(0.9) and one["worst_robust_acc"] == pytest.approx(0.05)
+    for col in ["clean_acc_id", "clean_acc_ood", "pgd@8/255", "fgsm@8/255", "worst_robust_acc"]:
+        assert np.isnan(one[f"{col}_sd"]), col
+    assert seeded_board["model"].tolist() == ["m", "one"]  # ranked by the mean worst case
+    cols = list(seeded_board.columns)
+    assert cols.index("clean_acc_id_sd") == cols.index("clean_acc_id") + 1  # each sd next to its mean
+    assert cols.index("worst_robust_acc_sd") == cols.index("worst_robust_acc") + 1
+
+
+def test_markdown_shows_mean_pm_sd_for_several_seeds(seeded_board):
+    text = to_markdown(seeded_board)
+    lines = text.strip().splitlines()
+    assert "_sd" not in lines[0]  # no column of its own
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    cells = {line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
+    m, one = dict(zip(head, cells["m"])), dict(zip(head, cells["one"]))
+    assert m["clean acc ID %"] == "40.0 ± 20.0"
+    assert m["pgd@8/255 robust acc %"] == "30.0 ± 20.0"
+    assert m["worst robust acc %"] == "26.7 ± 20.8"
+    assert m["worst at eps"] == "8/255" and m["seeds"] == "3"
+    assert m["nucleus Dice ID %"] == "–"  # no number, no spread
+    assert one["clean acc ID %"] == "90.0" and one["worst robust acc %"] == "5.0"
+    assert "±" not in "|".join(cells["one"]) and one["worst at eps"] == "8/255"
+
+
+def test_csv_keeps_mean_and_sd_apart(seeded_board):
+    from robustbench_wbc.report.leaderboard import to_csv
+
+    df = pd.read_csv(io.StringIO(to_csv(seeded_board))).set_index("model")
+    assert df.loc["m", "clean_acc_id"] == pytest.approx(0.4) and df.loc["m", "clean_acc_id_sd"] == pytest.approx(0.2)
+    assert df.loc["m", "worst_robust_acc_sd"] == pytest.approx(np.std([0.1, 0.2, 0.5], ddof=1))
+    assert np.isnan(df.loc["one", "clean_acc_id_sd"])
+    # a board of single-seed models has the same columns, its _sd empty
+    single = leaderboard(_seeded_table().query("model == 'one'"))
+    df1 = pd.read_csv(io.StringIO(to_csv(single)))
+    assert "clean_acc_id_sd" in df1.columns and df1["clean_acc_id_sd"].isna().all()

@@ -88,6 +88,8 @@ def register_attack(*, norm: str, backend: str, default_eps: tuple[float, ...],
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
     def deco(fn):
+        if fn.__name__.lower() == "none":
+            raise ValueError("'none' names the clean cells (no attack); give the attack another name")
         doc = (fn.__doc__ or "").strip().splitlines()
         ATTACKS.add(fn.__name__, AttackEntry(fn.__name__, fn, norm, backend, tuple(default_eps),
                                              tuple(targets), params, doc[0] if doc else ""))

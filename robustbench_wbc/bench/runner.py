@@ -268,9 +268,14 @@ def run(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str], ou
     Cells already stored with status ``ok`` are skipped; each finished cell is committed
     atomically, so a killed run loses only the cell in flight.
     """
-    store = ResultStore(out)
     cards = ensure_trained(models, on_train)
     cells = plan(models, splits, attacks, eps, n_images, seed, cards)
+    return execute(ResultStore(out), cells, executor, on_cell)
+
+
+def execute(store: ResultStore, cells: Sequence[Cell], executor: LocalExecutor | None = None,
+            on_cell: Callable[[CellResult, int, int], None] | None = None) -> RunSummary:
+    """Evaluates the ``cells`` not yet done in ``store``, committing each as it finishes; exports the table."""
     todo = [c for c in cells if not store.is_done(c.id)]
     summary = RunSummary(planned=len(cells), skipped=len(cells) - len(todo))
     # group by model and split so a worker reuses what it loaded; clean cells first in each group

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import typer
@@ -42,6 +43,40 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def load_model_plugins(paths: list[Path] | None) -> list[str]:
+    """Imports each ``--model-plugin`` file (its ``@register_model`` builders join the registry); gives the new ids."""
+    from robustbench_wbc.models.plugins import load_model_plugin
+
+    ids: list[str] = []
+    for path in paths or []:
+        ids += load_model_plugin(path)
+    return ids
+
+
+PROFILE_HELP = ("Training profile: default (the zoo in minutes on 2 cores) or paper (10× the images, 128 px, "
+                "4× the steps; cached apart). Also $WBC_ROBUST_PROFILE.")
+
+
+def use_profile(profile: str | None) -> None:
+    """Makes ``profile`` the training profile of this process (checked; ``None`` keeps $WBC_ROBUST_PROFILE)."""
+    import os
+
+    from robustbench_wbc.models.zoo import PROFILE_ENV, PROFILES, active_profile
+
+    if profile is not None:
+        if profile not in PROFILES:
+            raise typer.BadParameter(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}",
+                                     param_hint="--profile")
+        os.environ[PROFILE_ENV] = profile
+    try:
+        active_profile()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--profile") from None
+
+
+MODEL_PLUGIN_HELP = "A Python file whose @register_model builders join the zoo (repeatable)."
 
 
 def setup_logging(verbose: bool) -> None:

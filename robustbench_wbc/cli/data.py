@@ -67,7 +67,7 @@ def show(
     per_class: Annotated[int, typer.Option(min=1, max=12, help="Cells per class.")] = 4,
     size: Annotated[int, typer.Option(min=8, max=256, help="Image size in pixels.")] = 64,
     domains: Annotated[bool, typer.Option(help="For a SynthWBC split: the same cells in every domain, side by side.")] = True,
-    data: Annotated[list[str] | None, typer.Option(help="A real dataset as NAME=PATH.")] = None,
+    data: Annotated[list[str] | None, typer.Option(metavar="NAME=PATH", help="A real dataset as NAME=PATH.")] = None,
 ) -> None:
     """Draw a grid: rows are classes, with the mask's outline over each image (nucleus, cell)."""
     import matplotlib

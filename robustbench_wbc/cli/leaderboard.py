@@ -12,7 +12,7 @@ from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors
 from robustbench_wbc.cli.run import DEFAULT_OUT
 from robustbench_wbc.report.leaderboard import leaderboard as make_board
-from robustbench_wbc.report.leaderboard import to_markdown
+from robustbench_wbc.report.leaderboard import to_csv, to_markdown
 
 
 class Format(str, Enum):
@@ -32,7 +32,7 @@ def leaderboard(
         err_console.print(f"[bold red]Error:[/] no results in {out}. Run `wbc-robust run --out {out}` first.")
         raise typer.Exit(EXIT_FAILED)
     board = make_board(table)
-    text = to_markdown(board) if format is Format.md else board.to_csv(index=False)
+    text = to_markdown(board) if format is Format.md else to_csv(board)
     if write is not None:
         write.parent.mkdir(parents=True, exist_ok=True)
         write.write_text(text)

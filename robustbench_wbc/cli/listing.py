@@ -6,14 +6,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.table import Column, Table
 
 from robustbench_wbc.attacks.base import ATTACKS
-from robustbench_wbc.cli._common import console, handle_errors, setup_logging
+from robustbench_wbc.cli._common import (
+    MODEL_PLUGIN_HELP,
+    PROFILE_HELP,
+    console,
+    handle_errors,
+    load_model_plugins,
+    setup_logging,
+    use_profile,
+)
 from robustbench_wbc.data.splits import SPLITS
 from robustbench_wbc.models.hub import CheckpointError, load_model, read_card
-from robustbench_wbc.models.zoo import MODELS, list_models
+from robustbench_wbc.models.zoo import MODELS, list_models, with_seeds
+from robustbench_wbc.models.zoo_cards import zoo_card, zoo_ids
 from robustbench_wbc.report.leaderboard import eps_label
 
 models_app = typer.Typer(help="List, train and describe the registered models.", no_args_is_help=True)
@@ -26,10 +34,15 @@ splits_app = typer.Typer(help="List the registered data splits.", no_args_is_hel
 def models_list(
     filter: Annotated[str, typer.Argument(help="A wildcard, e.g. 'resnet*'.")] = "",
     tiny: Annotated[bool, typer.Option(help="Include the tiny test models.")] = False,
+    model_plugin: Annotated[list[Path] | None, typer.Option(metavar="FILE.py", help=MODEL_PLUGIN_HELP)] = None,
+    profile: Annotated[str | None, typer.Option(metavar="default|paper", help=PROFILE_HELP)] = None,
 ) -> None:
     """List registered models, and whether each is trained in the cache."""
+    use_profile(profile)
+    load_model_plugins(model_plugin)
     ids = list_models(filter, include_tiny=tiny)
-    table = Table("family", "encoder", "recipe", "track", "seed", "trained", "description")
+    table = Table("family", "encoder", "recipe", "track", "seed", Column("params", justify="right"), "trained",
+                  "description")
     table.columns.insert(0, Column("model", no_wrap=True, min_width=max(map(len, ids), default=5)))
     for mid in ids:
         e = MODELS.get(mid)
@@ -37,31 +50,39 @@ def models_list(
             trained = "yes" if read_card(mid) else "no"
         except CheckpointError:
             trained = "corrupt"
-        table.add_row(mid, e.family, e.encoder, e.recipe, e.track, str(e.seed), trained, e.description)
+        params = sum(p.numel() for p in e.builder().parameters())
+        table.add_row(mid, e.family, e.encoder, e.recipe_spec.name, e.track, str(e.seed), f"{params / 1e6:.2f} M", trained,
+                      e.description)
     console.print(table)
 
 
-@models_app.command("train")
 @handle_errors
-def models_train(
-    models: Annotated[str, typer.Argument(help="Model ids, comma-separated; wildcards; 'all'.")],
+def train(
+    models: Annotated[str, typer.Argument(help="Model ids, comma-separated; wildcards; 'all' (every track).")] = "all",
+    seeds: Annotated[str | None, typer.Option(help="Training seeds, e.g. '0,1,2' (each model also as MODEL@SEED).")] = None,
     force: Annotated[bool, typer.Option(help="Retrain even if a checkpoint exists.")] = False,
+    model_plugin: Annotated[list[Path] | None, typer.Option(metavar="FILE.py", help=MODEL_PLUGIN_HELP)] = None,
+    profile: Annotated[str | None, typer.Option(metavar="default|paper", help=PROFILE_HELP)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Train models by their recipes and cache them (done automatically on first use)."""
+    """Train the models not trained yet, by their recipes, and cache them (done automatically on first use)."""
+    from robustbench_wbc.cli.run import parse_seeds
+
     setup_logging(verbose)
-    for mid in MODELS.resolve(models, all_filter=lambda e: not e.tiny):
-        _, card = load_model(mid, force=force)
-        console.print(f"{mid}: val {card.val_metrics} in {card.train_time_s:.1f} s, "
-                      f"weights sha256 {card.weights_sha256[:12]}…")
+    use_profile(profile)
+    load_model_plugins(model_plugin)
+    ids = MODELS.resolve(models, all_filter=lambda e: not e.tiny)
+    if seeds is not None:
+        ids = with_seeds(ids, parse_seeds(seeds))
+    for mid in ids:
+        cached = None if force else read_card(mid)
+        _, card = (None, cached) if cached else load_model(mid, force=force)
+        state = "cached" if cached else f"trained in {card.train_time_s:.1f} s"
+        shown = " ".join(f"{k}={v:.3f}" for k, v in card.val_metrics.items() if "iou" not in k)
+        console.print(f"{mid}: {state}; val {shown}; weights sha256 {card.weights_sha256[:12]}…", highlight=False)
 
 
-def zoo_card(mid: str) -> dict:
-    """The reviewed definition of a zoo model, as written to the top-level ``models/`` folder."""
-    e = MODELS.get(mid)
-    r = e.recipe_spec
-    return {"id": mid, "family": e.family, "encoder": e.encoder, "description": e.description,
-            "track": e.track, "seed": e.seed, "recipe": {"name": r.name, **{k: v for k, v in r.__dict__.items() if k != "name"}}}
+models_app.command("train")(train)
 
 
 @models_app.command("cards")
@@ -69,11 +90,10 @@ def zoo_card(mid: str) -> dict:
 def models_cards(
     out: Annotated[Path, typer.Option(help="Directory to write one YAML card per zoo model.")] = Path("models"),
 ) -> None:
-    """Write the zoo's definition cards (YAML), derived from the registry."""
+    """Write the zoo's cards (YAML): derived from the registry, plus what training measured where trained."""
     out.mkdir(parents=True, exist_ok=True)
-    for mid in list_models():
-        header = "# Written from the model registry by `wbc-robust models cards --out models`; do not edit.\n"
-        (out / f"{mid}.yaml").write_text(header + yaml.safe_dump(zoo_card(mid), sort_keys=False))
+    for mid in zoo_ids():
+        (out / f"{mid}.yaml").write_text(zoo_card(mid, read_card(mid)).to_yaml())
         console.print(f"wrote {out / (mid + '.yaml')}")
 
 
@@ -94,7 +114,7 @@ def attacks_list(filter: Annotated[str, typer.Argument(help="A wildcard.")] = ""
 @handle_errors
 def splits_list(
     filter: Annotated[str, typer.Argument(help="A wildcard.")] = "",
-    data: Annotated[list[str] | None, typer.Option(help="Also list a real dataset's splits: NAME=PATH.")] = None,
+    data: Annotated[list[str] | None, typer.Option(metavar="NAME=PATH", help="Also list a real dataset's splits.")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Skip unreadable files in --data instead of stopping.")] = False,
 ) -> None:
     """List registered splits, one line each: role, domain, size, description."""

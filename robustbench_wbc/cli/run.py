@@ -10,8 +10,19 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robustbench_wbc.attacks.base import ATTACKS, NORMS, EpsError, parse_eps
+from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.bench.runner import run as run_matrix
-from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors, setup_logging
+from robustbench_wbc.cli._common import (
+    EXIT_FAILED,
+    MODEL_PLUGIN_HELP,
+    PROFILE_HELP,
+    console,
+    err_console,
+    handle_errors,
+    load_model_plugins,
+    setup_logging,
+    use_profile,
+)
 from robustbench_wbc.data.real import parse_data_option, register_dataset
 from robustbench_wbc.data.splits import DEFAULT_EVAL_SPLITS, SPLITS
 from robustbench_wbc.models.zoo import MODELS, with_seeds
@@ -29,6 +40,7 @@ def parse_seeds(text: str) -> list[int]:
 
 class Track(str, Enum):
     clean = "clean"
+    ablation = "ablation"
     confounded = "confounded"
 
 
@@ -44,8 +56,9 @@ def register_data_options(data: list[str] | None, skip_bad: bool) -> list[str]:
 def run(
     models: Annotated[str, typer.Option(help="Model ids, comma-separated; wildcards; 'all' (the zoo of --track).")] = "all",
     track: Annotated[Track, typer.Option(
-        help="Which zoo 'all' means: clean, or confounded (stain batch = class).")] = Track.clean,
-    attacks: Annotated[str, typer.Option(help="Attack ids, comma-separated (see `attacks list`).")] = "pgd",
+        help="Which zoo 'all' means: clean, ablation (the λ sweep), or confounded (stain predicts class).")] = Track.clean,
+    attacks: Annotated[str, typer.Option(
+        help="Attack ids, comma-separated (see `attacks list`); 'none' for clean cells only.")] = "pgd",
     splits: Annotated[str, typer.Option(help="Split ids, comma-separated (see `splits list`).")] = ",".join(DEFAULT_EVAL_SPLITS),
     eps: Annotated[str | None, typer.Option(help="Budgets, e.g. '1/255,8/255'. Default: each attack's own.")] = None,
     seeds: Annotated[str | None, typer.Option(
@@ -54,11 +67,13 @@ def run(
     n_images: Annotated[int, typer.Option(min=1, help="Images per split (the first n; class-balanced).")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the attacks' randomness (random starts).")] = 0,
     out: Annotated[Path, typer.Option(help="Output directory: the result store and tables.")] = DEFAULT_OUT,
-    data: Annotated[list[str] | None, typer.Option(
+    data: Annotated[list[str] | None, typer.Option(metavar="NAME=PATH",
         help="A real dataset as NAME=PATH (Raabin-WBC, PBC, LISC, BloodMNIST .npz, or class folders); "
              "its splits are then NAME:SUB (see `splits list --data`). Repeatable.")] = None,
     skip_bad: Annotated[bool, typer.Option(help="Skip (and count) unreadable images or masks instead of stopping.")] = False,
     force: Annotated[bool, typer.Option(help="Allow eps beyond the norm's sensible range.")] = False,
+    model_plugin: Annotated[list[Path] | None, typer.Option(metavar="FILE.py", help=MODEL_PLUGIN_HELP)] = None,
+    profile: Annotated[str | None, typer.Option(metavar="default|paper", help=PROFILE_HELP)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log training and cell details.")] = False,
 ) -> None:
     """Run models × splits × attacks × eps; skip cells already done in --out.
@@ -69,10 +84,12 @@ def run(
     """
     setup_logging(verbose)
     register_data_options(data, skip_bad)
+    use_profile(profile)
+    load_model_plugins(model_plugin)
     model_ids = MODELS.resolve(models, all_filter=lambda e: not e.tiny and e.track == track.value)
     if seeds is not None:
         model_ids = with_seeds(model_ids, parse_seeds(seeds))
-    attack_ids = ATTACKS.resolve(attacks)
+    attack_ids = [] if attacks.strip().lower() == CLEAN else ATTACKS.resolve(attacks)
     split_ids = SPLITS.resolve(splits)
     eps_values = None
     if eps is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -11,6 +12,17 @@ from robustbench_wbc.models.networks import FAMILIES
 
 class CardError(ValueError):
     """A model card that is missing, unreadable or inconsistent."""
+
+
+def read_mapping(path: Path, what: str, loads: Callable[[str], object], errors: type[Exception]) -> dict:
+    """Reads ``path`` with ``loads`` (JSON, YAML) into a dict; anything else is a :class:`CardError` naming it."""
+    try:
+        d = loads(Path(path).read_text())
+    except (OSError, errors) as exc:
+        raise CardError(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(d, dict):
+        raise CardError(f"{what} {path} is not a mapping")
+    return d
 
 
 @dataclass(frozen=True)
@@ -27,7 +39,7 @@ class ModelCard:
     normalization: dict[str, list[float]]
     labelled_images: int  # training images whose class label was used
     masked_images: int  # training images whose mask was used
-    data: dict[str, str]  # generator version, split name, content hash
+    data: dict  # split, generator version, data card digest, images, sha256 of pixels and of labels+masks
     params: int
     weights_sha256: str
     val_metrics: dict[str, float] = field(default_factory=dict)
@@ -69,12 +81,7 @@ class ModelCard:
     @classmethod
     def read(cls, path: Path) -> ModelCard:
         """Reads and validates a JSON card."""
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CardError(f"cannot read model card {path}: {exc}") from exc
-        if not isinstance(d, dict):
-            raise CardError(f"model card {path} is not a JSON object")
+        d = read_mapping(path, "model card", json.loads, json.JSONDecodeError)
         try:
             return cls.from_dict(d)
         except CardError as exc:

@@ -135,7 +135,7 @@ def train_and_save(entry: ModelEntry, progress: ProgressFn | None = None) -> Mod
     """Trains ``entry`` by its recipe and stores it in the cache; gives its card."""
     model, val_metrics, facts = train_model(entry, progress)
     fields = dict(
-        id=entry.id, family=entry.family, encoder=entry.encoder, recipe=entry.recipe,
+        id=entry.id, family=entry.family, encoder=entry.encoder, recipe=entry.recipe_spec.name,
         seed=entry.seed, classes=CLASSES,
         normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         params=sum(p.numel() for p in model.parameters()),

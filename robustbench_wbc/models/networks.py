@@ -39,7 +39,7 @@ class Normalize(nn.Module):
 
 
 class TimmEncoder(nn.Module):
-    """A timm backbone giving its feature pyramid (strides 2 … 32).
+    """A timm backbone giving its feature pyramid (strides 2 … 32; for a ViT, maps of its token grid).
 
     Args:
         name: a timm model name (``resnet10t``).
@@ -71,22 +71,27 @@ def _conv_norm_relu(cin: int, cout: int, norm: str) -> nn.Sequential:
 
 
 class UNetDecoder(nn.Module):
-    """A U-Net decoder: upsample ×2, concatenate the skip at that stride, two 3×3 convs.
+    """A U-Net decoder: upsample, concatenate the skip at that stride, two 3×3 convs.
+
+    Blocks beyond the skips upsample ×2 without one, as smp's U-Net does past its shallowest
+    skip: that is how one decoder serves a ViT, whose features all have the patch's stride
+    (a progressive-upsampling decoder on the token grid, as SETR-PUP).
 
     Args:
         encoder_channels: channels of the encoder's features, shallow to deep.
-        decoder_channels: channels after each decoder block, deep to shallow (one per skip).
+        decoder_channels: channels after each decoder block, deep to shallow; at least one per skip.
         norm: ``batchnorm`` or ``groupnorm``.
     """
 
     def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int], norm: str = "batchnorm") -> None:
         super().__init__()
         skips = list(encoder_channels[:-1])[::-1]  # deep → shallow
-        if len(decoder_channels) != len(skips):
-            raise ValueError(f"need {len(skips)} decoder channels, got {len(decoder_channels)}")
+        if len(decoder_channels) < len(skips):
+            raise ValueError(f"need at least {len(skips)} decoder channels (one per skip), got {len(decoder_channels)}")
         cin = encoder_channels[-1]
         blocks = []
-        for skip, cout in zip(skips, decoder_channels):
+        for i, cout in enumerate(decoder_channels):
+            skip = skips[i] if i < len(skips) else 0
             blocks.append(nn.Sequential(_conv_norm_relu(cin + skip, cout, norm), _conv_norm_relu(cout, cout, norm)))
             cin = cout
         self.blocks = nn.ModuleList(blocks)
@@ -94,9 +99,14 @@ class UNetDecoder(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
-        for block, skip in zip(self.blocks, features[-2::-1]):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
-            x = block(torch.cat([x, skip], dim=1))
+        skips = features[-2::-1]
+        for i, block in enumerate(self.blocks):
+            if i < len(skips):
+                x = F.interpolate(x, size=skips[i].shape[-2:], mode="nearest")
+                x = torch.cat([x, skips[i]], dim=1)
+            else:
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = block(x)
         return x
 
 
@@ -110,12 +120,15 @@ class WBCNet(nn.Module):
         seg_classes: number of mask classes (3: background, cytoplasm, nucleus).
         decoder_channels: channels of the U-Net decoder blocks, deep to shallow.
         encoder_kwargs: passed to timm (widths, ...).
-        norm: the normalisation layer of encoder and decoder alike: ``batchnorm`` or ``groupnorm``.
+        norm: the normalisation layer of the decoder, and of the encoder where ``encoder_norm``:
+            ``batchnorm`` or ``groupnorm``.
+        encoder_norm: give ``norm`` to the encoder too (ResNets); ``False`` keeps the encoder's own
+            (the LayerNorm of ConvNeXt and ViT).
     """
 
     def __init__(self, family: str, encoder: str, num_classes: int = 5, seg_classes: int = 3,
                  decoder_channels: Sequence[int] = (64, 32, 16, 16),
-                 encoder_kwargs: dict | None = None, norm: str = "batchnorm") -> None:
+                 encoder_kwargs: dict | None = None, norm: str = "batchnorm", encoder_norm: bool = True) -> None:
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
@@ -124,7 +137,10 @@ class WBCNet(nn.Module):
         self.normalize = Normalize()
         if norm not in NORM_LAYERS:
             raise ValueError(f"unknown norm {norm!r}; expected one of {sorted(NORM_LAYERS)}")
-        self.encoder = TimmEncoder(encoder, **(encoder_kwargs or {}), norm_layer=NORM_LAYERS[norm])
+        kwargs = dict(encoder_kwargs or {})
+        if encoder_norm:
+            kwargs["norm_layer"] = NORM_LAYERS[norm]
+        self.encoder = TimmEncoder(encoder, **kwargs)
         self.classifier: nn.Module | None = None
         self.decoder: UNetDecoder | None = None
         self.segmentation_head: nn.Module | None = None

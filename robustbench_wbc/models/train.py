@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from robustbench_wbc.models.zoo import ModelEntry, Recipe
 
 logger = logging.getLogger(__name__)
 
+ROBUST_VAL_IMAGES = 100
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
@@ -46,14 +48,66 @@ def evaluate(model: torch.nn.Module, data: SplitData, batch_size: int = 128) -> 
     return {k: v / len(data) for k, v in sums.items()}
 
 
+def robust_accuracy(model: torch.nn.Module, data: SplitData, eps: float, steps: int = 5,
+                    batch_size: int = 128) -> float:
+    """Gives accuracy on ``data`` under torchattacks' PGD-L∞ (``steps`` steps, random start) on the class head."""
+    import torchattacks
+
+    from robustbench_wbc.models.networks import HeadView
+
+    model.eval()
+    attack = torchattacks.PGD(HeadView(model, "logits"), eps=eps, alpha=eps / 4, steps=steps, random_start=True)
+    hits = 0
+    for x, y, _ in data.batches(batch_size):
+        adv = attack(x, y)
+        with torch.no_grad():
+            hits += int(correct(model(adv)["logits"], y).sum())
+    return hits / len(data)
+
+
 def selection_score(metrics: dict[str, float]) -> float:
-    """The validation score that picks the best step: accuracy, mean Dice, or their mean."""
+    """The validation score that picks the best step: the mean of accuracy, mean Dice and (for
+    adversarial training, against robust overfitting: Rice et al. 2020) robust accuracy, of those measured."""
     parts = []
     if "accuracy" in metrics:
         parts.append(metrics["accuracy"])
     if "nucleus_dice" in metrics:
         parts.append((metrics["nucleus_dice"] + metrics["cytoplasm_dice"]) / 2)
+    if "robust_accuracy" in metrics:
+        parts.append(metrics["robust_accuracy"])
     return sum(parts) / len(parts)
+
+
+def training_loss(r: Recipe, out: dict[str, torch.Tensor], labels: torch.Tensor, masks: torch.Tensor | None
+                  ) -> torch.Tensor:
+    """The recipe's loss: CE(class) where it uses labels, + λ·CE(pixels) where it uses masks."""
+    loss = torch.zeros(())
+    if r.use_labels:
+        loss = loss + F.cross_entropy(out["logits"], labels)
+    if r.use_masks:
+        loss = loss + r.seg_weight * F.cross_entropy(out["mask"], masks.long())
+    return loss
+
+
+def fgsm_rs(model: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+            eps: float, g: torch.Generator) -> torch.Tensor:
+    """FGSM with a random start (Wong, Rice & Kolter 2020): a uniform start in the L∞ ball, then one
+    signed-gradient step of 1.25·eps on ``loss_fn``, projected back to the ball and to [0, 1]."""
+    delta = ((torch.rand(x.shape, generator=g) * 2 - 1) * eps).requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss_fn(model((x + delta).clamp(0, 1))), delta)
+    delta = (delta.detach() + 1.25 * eps * grad.sign()).clamp(-eps, eps)
+    return (x + delta).clamp(0, 1)
+
+
+def training_data_card(r: Recipe) -> dict:
+    """What identifies a recipe's training data: its split, the digest of its data card (generator
+    version and every parameter), the number of images, and sha256s of its pixels and of its labels
+    and masks (the pixels' can differ between torch thread counts; the rest cannot)."""
+    split = SPLITS.get(r.train_split)
+    data = split.load(r.train_images, r.image_size)
+    return {"split": r.train_split, "card": split.synth.key(r.image_size) if split.synth else "",
+            "images": len(data), "sha256": data.content_hash(),
+            "labels_sha256": data.content_hash(pixels=False)}
 
 
 def train_model(entry: ModelEntry, progress: ProgressFn | None = None
@@ -61,7 +115,9 @@ def train_model(entry: ModelEntry, progress: ProgressFn | None = None
     """Trains ``entry`` by its recipe; gives ``(model in eval mode, val metrics, facts for the card)``.
 
     Early stopping: the model is evaluated on ``synth:val`` every ``val_every`` steps and the
-    best state is kept; training ends after ``patience`` evaluations without improvement.
+    best state is kept; training ends after ``patience`` evaluations without improvement. With
+    ``adv_train`` each batch is replaced by its FGSM-RS perturbation, and validation adds robust
+    accuracy under PGD-5 at the training eps.
     """
     r: Recipe = entry.recipe_spec
     torch.manual_seed(entry.seed)
@@ -85,13 +141,11 @@ def train_model(entry: ModelEntry, progress: ProgressFn | None = None
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             x, m = _augment(train.images[idx], train.masks[idx], g)
+            loss_fn = functools.partial(training_loss, r, labels=train.labels[idx], masks=m)
             model.train()
-            out = model(x)
-            loss = torch.zeros(())
-            if r.use_labels:
-                loss = loss + F.cross_entropy(out["logits"], train.labels[idx])
-            if r.use_masks:
-                loss = loss + r.seg_weight * F.cross_entropy(out["mask"], m.long())
+            if r.adv_train == "fgsm-rs":
+                x = fgsm_rs(model, x, loss_fn, r.adv_eps, g)
+            loss = loss_fn(model(x))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -99,6 +153,8 @@ def train_model(entry: ModelEntry, progress: ProgressFn | None = None
             step += 1
             if step % r.val_every == 0 or step == r.steps:
                 metrics = evaluate(model, val)
+                if r.adv_train:  # on the first ROBUST_VAL_IMAGES (class-balanced): PGD costs 6 passes an image
+                    metrics["robust_accuracy"] = robust_accuracy(model, val.subset(ROBUST_VAL_IMAGES), r.adv_eps)
                 score = selection_score(metrics)
                 if score > best_score:
                     best_score, best_metrics, best_step, stale = score, metrics, step, 0
@@ -119,7 +175,7 @@ def train_model(entry: ModelEntry, progress: ProgressFn | None = None
         "train_steps": best_step,
         "labelled_images": r.train_images if r.use_labels else 0,
         "masked_images": r.train_images if r.use_masks else 0,
-        "data": {"split": r.train_split, "sha256": train.content_hash()},
+        "data": training_data_card(r),
         "image_size": r.image_size,
     }
     return model, best_metrics, facts

@@ -7,11 +7,14 @@ The top-level ``models/`` cards are written from here (``wbc-robust models cards
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from robustbench_wbc.models.networks import WBCNet
 from robustbench_wbc.registry import Registry
+
+ADV_TRAINING = ("", "fgsm-rs")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,14 @@ class Recipe:
     patience: int = 4  # evaluations without improvement before stopping early
     image_size: int = 64
     train_split: str = "synth:train"  # ``synth:train-confounded`` for the confounded track
+    adv_train: str = ""  # "fgsm-rs": adversarial training (Wong, Rice & Kolter 2020), else none
+    adv_eps: float = 0.0  # its L∞ budget
+
+    def __post_init__(self) -> None:
+        if self.adv_train not in ADV_TRAINING:
+            raise ValueError(f"recipe {self.name!r}: unknown adv_train {self.adv_train!r}; expected one of {ADV_TRAINING}")
+        if bool(self.adv_train) != (self.adv_eps > 0):
+            raise ValueError(f"recipe {self.name!r}: adv_eps must be > 0 exactly when adv_train is set")
 
 
 # The mission's protocol: Raabin-WBC has 16,633 double-labelled cells, of which 1,145 have masks
@@ -54,21 +65,79 @@ RECIPES: dict[str, Recipe] = {
                               train_split="synth:train-confounded"),
     "masked-small-confounded": Recipe("masked-small-confounded", MASKED_SUBSET, use_labels=True, use_masks=True,
                                       steps=400, train_split="synth:train-confounded"),
+    # adversarial training at a small budget: against a standard-trained model every attack reaches
+    # 0 %, and a comparison of families then says nothing. FGSM with a random start, step 1.25·eps
+    # (Wong, Rice & Kolter 2020, "Fast is better than free"); the multitask model's perturbation
+    # climbs its whole training loss, classification + λ·segmentation (Mao et al. 2020).
+    "full-at": Recipe("full-at", FULL_TRAIN_IMAGES, use_labels=True, use_masks=False, steps=400,
+                      adv_train="fgsm-rs", adv_eps=2 / 255),
+    "cls-small-at": Recipe("cls-small-at", MASKED_SUBSET, use_labels=True, use_masks=False, steps=400,
+                           adv_train="fgsm-rs", adv_eps=2 / 255),
+    "masked-small-at": Recipe("masked-small-at", MASKED_SUBSET, use_labels=True, use_masks=True, steps=400,
+                              adv_train="fgsm-rs", adv_eps=2 / 255),
     # tiny twins for tests: 32 px, a few steps; same code path
     "tiny-full": Recipe("tiny-full", 60, use_labels=True, use_masks=False, steps=12, batch_size=16,
                         val_images=20, val_every=6, image_size=32),
     "tiny-masked-small": Recipe("tiny-masked-small", 20, use_labels=True, use_masks=True, steps=12,
                                 batch_size=16, val_images=20, val_every=6, image_size=32),
+    "tiny-masked-small-at": Recipe("tiny-masked-small-at", 20, use_labels=True, use_masks=True, steps=12,
+                                   batch_size=16, val_images=20, val_every=6, image_size=32,
+                                   adv_train="fgsm-rs", adv_eps=2 / 255),
 }
 
+# the seg-loss weight sweep (the ablation track): λ in loss = CE(class) + λ·CE(pixels); λ = 1 is
+# ``masked-small`` itself
+SEG_WEIGHTS = (0.1, 0.3, 3.0, 10.0)
+for _lam in SEG_WEIGHTS:
+    RECIPES[f"masked-small-lam{_lam:g}"] = replace(RECIPES["masked-small"], name=f"masked-small-lam{_lam:g}",
+                                                  seg_weight=_lam)
 
-def recipe_for(name: str, family: str) -> Recipe:
-    """Gives the recipe ``name`` as it applies to ``family`` (a U-Net has no labels to use)."""
+
+@dataclass(frozen=True)
+class Profile:
+    """How big the zoo's training is: ``default`` fits 2 CPU cores in minutes; ``paper`` is larger.
+
+    A profile scales every (non-tiny) recipe alike, so the families still see the same budget and
+    the 14.5× ratio of the masked subset holds. A model trained under another profile is cached
+    apart and its recipe name says so (``full+paper``).
+    """
+
+    name: str
+    images: int = 1  # × training images (and the masked subset)
+    steps: int = 1  # × optimisation steps (and the validation interval)
+    image_size: int | None = None  # None keeps the recipe's
+    val_images: int | None = None
+
+
+PROFILES = {
+    "default": Profile("default"),
+    # 14,500 labelled / 1,000 masked images at 128 px, 1,600 steps: about an hour for the clean zoo on 2 cores
+    "paper": Profile("paper", images=10, steps=4, image_size=128, val_images=500),
+}
+PROFILE_ENV = "WBC_ROBUST_PROFILE"
+
+
+def active_profile() -> Profile:
+    """Gives the profile named by ``$WBC_ROBUST_PROFILE`` (``default`` when unset)."""
+    name = os.environ.get(PROFILE_ENV, "default") or "default"
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r} in ${PROFILE_ENV}; expected one of {sorted(PROFILES)}")
+    return PROFILES[name]
+
+
+def recipe_for(name: str, family: str, profile: Profile | None = None) -> Recipe:
+    """Gives the recipe ``name`` as it applies to ``family`` (a U-Net has no labels to use) under
+    ``profile`` (default: the active one; tiny recipes are never scaled)."""
     r = RECIPES[name]
     if family == "unet":
-        return Recipe(**{**r.__dict__, "use_labels": False})
-    if family == "classifier":
-        return Recipe(**{**r.__dict__, "use_masks": False})
+        r = replace(r, use_labels=False)
+    elif family == "classifier":
+        r = replace(r, use_masks=False)
+    p = profile or active_profile()
+    if p.name != "default" and not name.startswith("tiny-"):
+        r = replace(r, name=f"{r.name}+{p.name}", train_images=r.train_images * p.images, steps=r.steps * p.steps,
+                    val_every=r.val_every * p.steps, image_size=p.image_size or r.image_size,
+                    val_images=p.val_images or r.val_images)
     return r
 
 
@@ -125,12 +194,14 @@ def with_seeds(model_ids: list[str], seeds: list[int]) -> list[str]:
 MODELS: ModelRegistry = ModelRegistry("model", group="robustbench_wbc.models", list_command="models list")
 
 
-TRACKS = ("clean", "confounded")
+# clean: the default zoo; confounded: trained where stain batch predicts the class; ablation: the
+# multitask model's seg-loss weight sweep
+TRACKS = ("clean", "confounded", "ablation")
 
 
 def register_model(*, family: str, encoder: str, recipe: str, seed: int = 0, tiny: bool = False,
-                   track: str = "clean"):
-    """Registers the decorated builder as a model whose id is the function's name.
+                   track: str = "clean", name: str | None = None):
+    """Registers the decorated builder as a model whose id is ``name``, else the function's name.
 
     The builder takes no arguments and returns an untrained :class:`WBCNet` (or any module that
     takes [0,1] images and returns a dict keyed by head).
@@ -142,8 +213,8 @@ def register_model(*, family: str, encoder: str, recipe: str, seed: int = 0, tin
 
     def deco(fn: Callable[[], WBCNet]) -> Callable[[], WBCNet]:
         doc = (fn.__doc__ or "").strip().splitlines()
-        MODELS.add(fn.__name__, ModelEntry(fn.__name__, fn, family, encoder, recipe, seed, tiny,
-                                           doc[0] if doc else "", track))
+        model_id = name or fn.__name__
+        MODELS.add(model_id, ModelEntry(model_id, fn, family, encoder, recipe, seed, tiny, doc[0] if doc else "", track))
         return fn
 
     return deco
@@ -172,6 +243,31 @@ def _resnet10t_w16(family: str, norm: str = "batchnorm") -> WBCNet:
 
 def _resnet10t_w8(family: str) -> WBCNet:
     return WBCNet(family, "resnet10t", decoder_channels=DECODER_W8, encoder_kwargs=RESNET10T_W8)
+
+
+# ConvNeXt (Liu et al. 2022; timm ``convnext_atto`` at widths 16-128, one block per stage, two in the
+# third): the modern CNN, LayerNorm and 7×7 depthwise convs. Its features start at stride 4, so the
+# decoder's last block upsamples without a skip, ending at stride 2 as the ResNet's does. Its decoder
+# takes GroupNorm: like the encoder, no batch statistics anywhere.
+CONVNEXT_W16 = {"dims": (16, 32, 64, 128), "depths": (1, 1, 2, 1)}
+
+
+def _convnext_w16(family: str) -> WBCNet:
+    return WBCNet(family, "convnext_atto", decoder_channels=DECODER_W16, encoder_kwargs=CONVNEXT_W16,
+                  norm="groupnorm", encoder_norm=False)
+
+
+# A small ViT (Dosovitskiy et al. 2021): 8×8 patches (an 8×8 token grid at 64 px), width 80, 4 blocks,
+# 2 heads: 0.33 M parameters, as the ResNet encoder. Its decoder reads the token grid of blocks 2 and
+# 4 (timm reshapes them to maps) and upsamples ×2 three times (SETR-PUP, Zheng et al. 2021), ending
+# at stride 2 as the others; GroupNorm as the ConvNeXt's. The classifier pools the last block's tokens.
+VIT_P8 = {"img_size": 64, "patch_size": 8, "embed_dim": 80, "depth": 4, "num_heads": 2, "out_indices": (1, 3)}
+DECODER_VIT = (64, 32, 16)
+
+
+def _vit_p8(family: str) -> WBCNet:
+    return WBCNet(family, "vit_tiny_patch16_224", decoder_channels=DECODER_VIT, encoder_kwargs=VIT_P8,
+                  norm="groupnorm", encoder_norm=False)
 
 
 # --- the default zoo: one model per family on the same encoder ----------------------------------
@@ -219,6 +315,76 @@ def resnet10t_gn_multitask() -> WBCNet:
     return _resnet10t_w16("multitask", "groupnorm")
 
 
+# --- a modern CNN and a small ViT, in every family ------------------------------------------------
+@register_model(family="classifier", encoder="convnext-w16", recipe="full")
+def convnext_cls() -> WBCNet:
+    """ConvNeXt classifier on the full labelled set."""
+    return _convnext_w16("classifier")
+
+
+@register_model(family="unet", encoder="convnext-w16", recipe="masked-small")
+def convnext_unet() -> WBCNet:
+    """ConvNeXt U-Net on the masked subset."""
+    return _convnext_w16("unet")
+
+
+@register_model(family="multitask", encoder="convnext-w16", recipe="masked-small")
+def convnext_multitask() -> WBCNet:
+    """ConvNeXt multitask model on the masked subset."""
+    return _convnext_w16("multitask")
+
+
+@register_model(family="classifier", encoder="vit-p8-w80", recipe="full")
+def vit_cls() -> WBCNet:
+    """Small ViT classifier on the full labelled set."""
+    return _vit_p8("classifier")
+
+
+@register_model(family="unet", encoder="vit-p8-w80", recipe="masked-small")
+def vit_unet() -> WBCNet:
+    """Small ViT with a token-grid decoder (segmentation only), on the masked subset."""
+    return _vit_p8("unet")
+
+
+@register_model(family="multitask", encoder="vit-p8-w80", recipe="masked-small")
+def vit_multitask() -> WBCNet:
+    """Small ViT, classification + token-grid segmentation decoder, on the masked subset."""
+    return _vit_p8("multitask")
+
+
+# --- adversarially trained (FGSM-RS at 2/255): the classifier, its data control, the multitask model
+@register_model(family="classifier", encoder="resnet10t-w16", recipe="full-at")
+def resnet10t_cls_at() -> WBCNet:
+    """Classifier, adversarially trained (FGSM-RS, 2/255) on the full labelled set."""
+    return _resnet10t_w16("classifier")
+
+
+@register_model(family="classifier", encoder="resnet10t-w16", recipe="cls-small-at")
+def resnet10t_cls_small_at() -> WBCNet:
+    """Classifier, adversarially trained (FGSM-RS, 2/255) on the masked subset's 100 images: the data control."""
+    return _resnet10t_w16("classifier")
+
+
+@register_model(family="multitask", encoder="resnet10t-w16", recipe="masked-small-at")
+def resnet10t_multitask_at() -> WBCNet:
+    """Multitask, adversarially trained (FGSM-RS, 2/255, on the joint loss) on the masked subset."""
+    return _resnet10t_w16("multitask")
+
+
+# --- the ablation track: the multitask model's seg-loss weight λ --------------------------------------
+def _seg_weight_variant(lam: float) -> None:
+    def builder() -> WBCNet:
+        return _resnet10t_w16("multitask")
+
+    builder.__doc__ = f"Multitask on the masked subset with seg-loss weight λ = {lam:g} (the reference is λ = 1)."
+    register_model(family="multitask", encoder="resnet10t-w16", recipe=f"masked-small-lam{lam:g}",
+                   track="ablation", name=f"resnet10t_multitask_lam{lam:g}")(builder)
+
+
+for _lam in SEG_WEIGHTS:
+    _seg_weight_variant(_lam)
+
+
 # --- the confounded track: trained where each class was stained in its own batch -------------------
 @register_model(family="classifier", encoder="resnet10t-w16", recipe="full-confounded", track="confounded")
 def resnet10t_cls_confounded() -> WBCNet:
@@ -249,3 +415,23 @@ def tiny_unet() -> WBCNet:
 def tiny_multitask() -> WBCNet:
     """Tiny multitask model for tests (32 px, a few steps)."""
     return _resnet10t_w8("multitask")
+
+
+@register_model(family="multitask", encoder="resnet10t-w8", recipe="tiny-masked-small-at", tiny=True)
+def tiny_multitask_at() -> WBCNet:
+    """Tiny adversarially trained multitask model for tests (32 px, a few steps)."""
+    return _resnet10t_w8("multitask")
+
+
+@register_model(family="multitask", encoder="convnext-w8", recipe="tiny-masked-small", tiny=True)
+def tiny_convnext_multitask() -> WBCNet:
+    """Tiny ConvNeXt multitask model for tests (32 px, a few steps)."""
+    return WBCNet("multitask", "convnext_atto", decoder_channels=DECODER_W8,
+                  encoder_kwargs={"dims": (8, 16, 32, 64), "depths": (1, 1, 1, 1)}, norm="groupnorm", encoder_norm=False)
+
+
+@register_model(family="multitask", encoder="vit-p8-w32", recipe="tiny-masked-small", tiny=True)
+def tiny_vit_multitask() -> WBCNet:
+    """Tiny ViT multitask model for tests (32 px, a few steps)."""
+    return WBCNet("multitask", "vit_tiny_patch16_224", decoder_channels=(16, 8, 8), norm="groupnorm", encoder_norm=False,
+                  encoder_kwargs={**VIT_P8, "img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2, "out_indices": (0, 1)})

@@ -46,16 +46,24 @@ def eps_label(eps: float, norm: str) -> str:
     return f"{eps:.4g}"
 
 
+SEED_KEYS = ["model", "model_seed"]
+
+
 def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     """Gives one row per model: labels used, clean ID/OOD accuracy, robust accuracy, Dice.
 
     Clean numbers come from the in-distribution test split (role ``test``) and the mean over OOD
     splits; robust accuracy is on the in-distribution test split under attacks on the class head,
     one column per attack and eps; Dice under attack is the worst over attacks on the mask head at
-    the largest eps.
-    Each number is the mean over the model's training seeds (``seeds`` says how many) and cells.
-    Models are ranked by their worst robust accuracy over the attacks at the largest eps, then by
-    clean OOD accuracy; U-Nets (no classifier) rank by nucleus Dice under attack after them.
+    the model's largest eps.
+
+    Each number is first worked out per training seed (``seeds`` says how many) from that seed's
+    cells, as above; the column holds the mean over seeds and ``<column>_sd`` the sample standard
+    deviation over seeds (ddof=1; NaN where fewer than two seeds have the number). In particular
+    ``worst_robust_acc`` is the mean over seeds of each seed's worst robust accuracy over the
+    attacks at the largest eps (``worst_robust_eps``), not the worst of the seed-mean columns.
+    Models are ranked by their (mean) worst robust accuracy, then by clean OOD accuracy; U-Nets
+    (no classifier) rank by nucleus Dice under attack after them.
     """
     if table.empty:
         return pd.DataFrame()
@@ -68,41 +76,51 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     board["recipe"] = models["recipe"]
     board["labelled_images"] = models["labelled_images"]
     board["masked_images"] = models["masked_images"]
-    board["seeds"] = table[table["status"] == "ok"].groupby("model")["model_seed"].nunique()
+    board["seeds"] = ok.groupby("model")["model_seed"].nunique().reindex(board.index).fillna(0).astype(int)
 
     clean = ok[ok["attack"] == CLEAN]
     attacked = ok[ok["attack"] != CLEAN]
+    # one row per (model, training seed), one column per number the board shows
+    per_seed = pd.DataFrame(index=pd.MultiIndex.from_frame(ok[SEED_KEYS].drop_duplicates()))
 
     def mean_of(df: pd.DataFrame, metric: str, role: str) -> pd.Series:
         sel = df[(df["metric"] == metric) & (df["role"] == role)]
-        return sel.groupby("model")["value"].mean()
+        return sel.groupby(SEED_KEYS)["value"].mean()
 
-    board["clean_acc_id"] = mean_of(clean, "accuracy", "test")
-    board["clean_acc_ood"] = mean_of(clean, "accuracy", "ood")
+    per_seed["clean_acc_id"] = mean_of(clean, "accuracy", "test")
+    per_seed["clean_acc_ood"] = mean_of(clean, "accuracy", "ood")
     robust_cols = []
     rob = attacked[(attacked["metric"] == "robust_accuracy") & (attacked["role"] == "test")
                    & (attacked["target"] == "cls")]
     for (attack, norm, eps), grp in rob.groupby(["attack", "norm", "eps"], sort=True):
         col = f"{attack}@{eps_label(eps, norm)}"
-        board[col] = grp.groupby("model")["value"].mean()
+        per_seed[col] = grp.groupby(SEED_KEYS)["value"].mean()
         robust_cols.append((attack, eps, col))
     for part in ("nucleus", "cytoplasm"):
-        board[f"{part}_dice_id"] = mean_of(clean, f"{part}_dice", "test")
-        board[f"{part}_dice_ood"] = mean_of(clean, f"{part}_dice", "ood")
+        per_seed[f"{part}_dice_id"] = mean_of(clean, f"{part}_dice", "test")
+        per_seed[f"{part}_dice_ood"] = mean_of(clean, f"{part}_dice", "ood")
     seg_adv = attacked[(attacked["metric"] == "nucleus_dice") & (attacked["role"] == "test")
                        & (attacked["target"] == "seg")]
-    if not seg_adv.empty:
+    if not seg_adv.empty:  # every seed at the model's largest eps
         worst_eps = seg_adv.groupby("model")["eps"].transform("max")
         at_max = seg_adv[seg_adv["eps"] == worst_eps]
-        board["nucleus_dice_adv"] = at_max.groupby("model")["value"].min()
+        per_seed["nucleus_dice_adv"] = at_max.groupby(SEED_KEYS)["value"].min()
+    if robust_cols:  # rank by the worst case over attacks at the largest eps they share, seed by seed
+        top_eps = max(e for _, e, _ in robust_cols)
+        cols = [c for _, e, c in robust_cols if e == top_eps]
+        per_seed["worst_robust_acc"] = per_seed[cols].min(axis=1, skipna=False)
+
+    by_model = per_seed.astype(float).groupby(level="model")
+    mean, sd = by_model.mean(), by_model.std(ddof=1)
+    for col in per_seed.columns:
+        board[col] = mean[col]
+        board[f"{col}_sd"] = sd[col]
+    if not seg_adv.empty:
         board["nucleus_dice_adv_eps"] = at_max.groupby("model")["eps"].max()
     failed = table[table["status"] != "ok"].groupby("model")["cell_id"].nunique()
     board["failed_cells"] = failed.reindex(board.index).fillna(0).astype(int)
 
-    if robust_cols:  # rank by the worst case over attacks at the largest eps they share
-        top_eps = max(e for _, e, _ in robust_cols)
-        cols = [c for _, e, c in robust_cols if e == top_eps]
-        board["worst_robust_acc"] = board[cols].min(axis=1, skipna=False)
+    if robust_cols:
         board["worst_robust_eps"] = np.where(board["worst_robust_acc"].notna(), top_eps, np.nan)
         key = "worst_robust_acc"
     else:
@@ -113,19 +131,29 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     board = board.sort_values(["_k1", "_k2", "_k3"], ascending=False).drop(columns=["_k1", "_k2", "_k3"])
     first = ["family", "recipe", "seeds", "labelled_images", "masked_images", "clean_acc_id", "clean_acc_ood",
              "worst_robust_acc", "worst_robust_eps"]
-    board = board[[c for c in first if c in board] + [c for c in board if c not in first]]
+    sds = {f"{c}_sd" for c in per_seed.columns}
+    order = [c for c in first if c in board] + [c for c in board if c not in first and c not in sds]
+    board = board[[x for c in order for x in (c, f"{c}_sd") if x in board]]  # each _sd after its mean
     board = board.rename_axis("model").reset_index()
     board.insert(0, "rank", np.arange(1, len(board) + 1))
     return board
 
 
-def _fmt(v: object, col: str) -> str:
+def sd_columns(board: pd.DataFrame) -> dict[str, str]:
+    """Maps each leaderboard column that has a spread over seeds to its ``<column>_sd`` column."""
+    return {c: f"{c}_sd" for c in board.columns if f"{c}_sd" in board.columns}
+
+
+def _fmt(v: object, col: str, sd: object = None) -> str:
     if isinstance(v, float):
         if np.isnan(v):
             return "–"
         if col.endswith("_eps"):
             return eps_label(v, "linf")
-        return f"{100 * v:.1f}"
+        text = f"{100 * v:.1f}"
+        if isinstance(sd, float) and not np.isnan(sd):
+            text += f" ± {100 * sd:.1f}"
+        return text
     return str(v)
 
 
@@ -142,12 +170,24 @@ HEADERS = {
 
 
 def to_markdown(board: pd.DataFrame) -> str:
-    """Renders a leaderboard as a GitHub markdown table (robust columns as ``attack@eps %``)."""
+    """Renders a leaderboard as a GitHub markdown table (robust columns as ``attack@eps %``).
+
+    A number with a spread over seeds (its ``_sd`` column is not NaN: the model has two or more
+    seeds) reads ``mean ± sd``, e.g. ``41.8 ± 2.3``; otherwise just the mean. The ``_sd`` columns
+    get no column of their own.
+    """
     if board.empty:
         return "_No results yet: run `wbc-robust run` first._\n"
-    cols = list(board.columns)
+    sd_of = sd_columns(board)
+    cols = [c for c in board.columns if c not in sd_of.values()]
     head = [HEADERS.get(c, f"{c} robust acc %") for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in board.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c], c) for c in cols) + " |")
+        lines.append("| " + " | ".join(_fmt(row[c], c, row[sd_of[c]] if c in sd_of else None) for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def to_csv(board: pd.DataFrame) -> str:
+    """Writes a leaderboard as CSV: plain numbers, the mean and its ``_sd`` in separate columns
+    (empty where a model has fewer than two seeds), so the schema does not depend on the seeds."""
+    return board.to_csv(index=False)
