@@ -311,3 +311,15 @@ def test_no_attack_may_be_called_none():
 
     with pytest.raises(ValueError, match="'none' names the clean cells"):
         register_attack(norm="linf", backend="own", default_eps=(0.1,))(none)
+
+
+def test_leaderboard_by_class(cli, e2e_out, tmp_path):
+    out, first = e2e_out
+    assert first.exit_code == 0
+    result = cli.invoke(app, ["leaderboard", "--out", str(out), "--by-class"], env=WIDE)
+    assert result.exit_code == 0, cli_text(result)
+    assert "**Nucleus Dice**" in result.stdout and "basophil OOD" in result.stdout
+    csv = cli.invoke(app, ["leaderboard", "--out", str(out), "--by-class", "--format", "csv"], env=WIDE)
+    table = pd.read_csv(io.StringIO(csv.stdout))
+    assert list(table.columns) == ["model", "model_seed", "split", "role", "class", "n", "metric", "value"]
+    assert table["value"].between(0, 1).all()

@@ -233,3 +233,26 @@ def test_csv_keeps_mean_and_sd_apart(seeded_board):
     single = leaderboard(_seeded_table().query("model == 'one'"))
     df1 = pd.read_csv(io.StringIO(to_csv(single)))
     assert "clean_acc_id_sd" in df1.columns and df1["clean_acc_id_sd"].isna().all()
+
+
+# --- per class, from the per-sample outcomes -----------------------------------------------------------
+def test_by_class_recomputes_the_cell_means(bench_run, bench_table):
+    from robustbench_wbc.bench import ResultStore
+    from robustbench_wbc.data import CLASSES
+    from robustbench_wbc.report.by_class import by_class, by_class_markdown
+
+    out, _ = bench_run
+    pc = by_class(ResultStore(out), bench_table)
+    assert set(pc["class"]) <= set(CLASSES) and set(pc["metric"]) == {"accuracy", "nucleus_dice", "cytoplasm_dice"}
+    assert "accuracy" not in set(pc.loc[pc["model"] == "tiny_unet", "metric"])
+    assert "nucleus_dice" not in set(pc.loc[pc["model"] == "tiny_cls", "metric"])
+    # the n-weighted mean over classes is the cell's own number
+    clean = bench_table[(bench_table["attack"] == "none") & (bench_table["status"] == "ok")]
+    for (model, split, metric), grp in pc.groupby(["model", "split", "metric"]):
+        cell = clean[(clean["model"] == model) & (clean["split"] == split) & (clean["metric"] == metric)]
+        assert np.average(grp["value"], weights=grp["n"]) == pytest.approx(cell["value"].iloc[0])
+        assert grp["n"].sum() == cell["n"].iloc[0]
+    md = by_class_markdown(pc, "nucleus_dice")
+    assert md.splitlines()[0].startswith("| model | neutrophil ID") and "basophil OOD" in md.splitlines()[0]
+    assert {line.split("|")[1].strip() for line in md.splitlines()[2:]} == {"tiny_multitask", "tiny_unet"}
+    assert "No per-class" in by_class_markdown(pc, "robust_accuracy")

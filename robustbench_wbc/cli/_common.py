@@ -79,6 +79,28 @@ def use_profile(profile: str | None) -> None:
 MODEL_PLUGIN_HELP = "A Python file whose @register_model builders join the zoo (repeatable)."
 
 
+def training_progress(progress):
+    """Gives ``on_train(model_id) -> update(step, total, val_metrics)``: a rich bar per model trained."""
+
+    def on_train(model_id: str):
+        task = progress.add_task(f"train {model_id}", total=None)
+
+        def update(step: int, total: int, metrics: dict[str, float]) -> None:
+            shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "iou" not in k)
+            progress.update(task, completed=step, total=total, description=f"train {model_id} [dim]{shown}[/]")
+        return update
+
+    return on_train
+
+
+def make_progress():
+    """The progress display of ``run`` and ``train``: description, bar, n/total, elapsed; on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=False)
+
+
 def setup_logging(verbose: bool) -> None:
     """Sends library logs to stderr through rich; INFO with ``--verbose``, else WARNING."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",

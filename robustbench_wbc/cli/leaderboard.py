@@ -11,6 +11,8 @@ import typer
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors
 from robustbench_wbc.cli.run import DEFAULT_OUT
+from robustbench_wbc.report.by_class import by_class as class_table
+from robustbench_wbc.report.by_class import by_class_markdown
 from robustbench_wbc.report.leaderboard import leaderboard as make_board
 from robustbench_wbc.report.leaderboard import to_csv, to_markdown
 
@@ -25,14 +27,26 @@ def leaderboard(
     out: Annotated[Path, typer.Option(help="The run's output directory (as given to `run --out`).")] = DEFAULT_OUT,
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.md,
     write: Annotated[Path | None, typer.Option(help="Also write it to this file.")] = None,
+    by_class: Annotated[bool, typer.Option(
+        help="Instead, per class (ID and OOD): clean accuracy, nucleus Dice and cytoplasm Dice.")] = False,
 ) -> None:
     """Print the leaderboard of the results in --out (markdown by default)."""
-    table = ResultStore(out).table()
+    store = ResultStore(out)
+    table = store.table()
     if table.empty:
         err_console.print(f"[bold red]Error:[/] no results in {out}. Run `wbc-robust run --out {out}` first.")
         raise typer.Exit(EXIT_FAILED)
-    board = make_board(table)
-    text = to_markdown(board) if format is Format.md else to_csv(board)
+    if by_class:
+        per_class = class_table(store, table)
+        if format is Format.md:
+            text = "\n".join(f"**{title}**, % per class\n\n{by_class_markdown(per_class, metric)}"
+                             for metric, title in (("accuracy", "Clean accuracy"), ("nucleus_dice", "Nucleus Dice"),
+                                                   ("cytoplasm_dice", "Cytoplasm Dice")))
+        else:
+            text = per_class.to_csv(index=False)
+    else:
+        board = make_board(table)
+        text = to_markdown(board) if format is Format.md else to_csv(board)
     if write is not None:
         write.parent.mkdir(parents=True, exist_ok=True)
         write.write_text(text)

@@ -15,7 +15,9 @@ from robustbench_wbc.cli._common import (
     console,
     handle_errors,
     load_model_plugins,
+    make_progress,
     setup_logging,
+    training_progress,
     use_profile,
 )
 from robustbench_wbc.data.splits import SPLITS
@@ -74,12 +76,14 @@ def train(
     ids = MODELS.resolve(models, all_filter=lambda e: not e.tiny)
     if seeds is not None:
         ids = with_seeds(ids, parse_seeds(seeds))
-    for mid in ids:
-        cached = None if force else read_card(mid)
-        _, card = (None, cached) if cached else load_model(mid, force=force)
-        state = "cached" if cached else f"trained in {card.train_time_s:.1f} s"
-        shown = " ".join(f"{k}={v:.3f}" for k, v in card.val_metrics.items() if "iou" not in k)
-        console.print(f"{mid}: {state}; val {shown}; weights sha256 {card.weights_sha256[:12]}…", highlight=False)
+    with make_progress() as progress:
+        on_train = training_progress(progress)
+        for mid in ids:
+            cached = None if force else read_card(mid)
+            _, card = (None, cached) if cached else load_model(mid, force=force, progress=on_train(mid))
+            state = "cached" if cached else f"trained in {card.train_time_s:.1f} s"
+            shown = " ".join(f"{k}={v:.3f}" for k, v in card.val_metrics.items() if "iou" not in k)
+            console.print(f"{mid}: {state}; val {shown}; weights sha256 {card.weights_sha256[:12]}…", highlight=False)
 
 
 models_app.command("train")(train)

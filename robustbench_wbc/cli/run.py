@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robustbench_wbc.attacks.base import ATTACKS, NORMS, EpsError, parse_eps
 from robustbench_wbc.bench.cells import CLEAN
@@ -20,7 +19,9 @@ from robustbench_wbc.cli._common import (
     err_console,
     handle_errors,
     load_model_plugins,
+    make_progress,
     setup_logging,
+    training_progress,
     use_profile,
 )
 from robustbench_wbc.data.real import parse_data_option, register_dataset
@@ -99,18 +100,8 @@ def run(
                            f"run them separately or leave --eps out")
         eps_values = parse_eps(eps, norm=norms.pop() if norms else NORMS[0], force=force)
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=False) as progress:
-
-        def on_train(model_id: str):
-            task = progress.add_task(f"train {model_id}", total=None)
-
-            def update(step: int, total: int, metrics: dict[str, float]) -> None:
-                shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "iou" not in k)
-                progress.update(task, completed=step, total=total,
-                                description=f"train {model_id} [dim]{shown}[/]")
-            return update
-
+    with make_progress() as progress:
+        on_train = training_progress(progress)
         cells_task = progress.add_task("cells", total=None)
 
         def on_cell(result, i: int, total: int) -> None:
