@@ -16,6 +16,17 @@ def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1) == labels
 
 
+def balanced_accuracy(hits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Gives the mean over the classes present of each class's accuracy (recall): on a set whose
+    classes are not balanced (real smears are mostly neutrophils), what plain accuracy hides.
+
+    >>> balanced_accuracy(torch.tensor([True, True, True, False]), torch.tensor([0, 0, 0, 1]))
+    0.5
+    """
+    classes = labels.unique()
+    return float(torch.stack([hits[labels == c].float().mean() for c in classes]).mean()) if len(classes) else float("nan")
+
+
 def dice_per_image(pred: torch.Tensor, target: torch.Tensor, cls: int) -> torch.Tensor:
     """Gives the Dice of class ``cls`` per image (N×H×W integer masks); 1 where both are empty."""
     p = (pred == cls).flatten(1)

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import BENCH_ATTACKS, BENCH_EPS, BENCH_MODELS, BENCH_N, BENCH_SPLITS
 
 from robustbench_wbc.attacks import ATTACKS
@@ -301,3 +302,19 @@ def test_seeded_models_train_apart_and_the_leaderboard_averages_them(tmp_path, t
     board = leaderboard(table).set_index("model")
     assert board.loc["tiny_cls", "seeds"] == 2
     assert board.loc["tiny_cls", "clean_acc_id"] == pytest.approx((acc[0] + acc[1]) / 2)
+
+
+def test_balanced_accuracy_is_the_mean_class_recall(bench_table):
+    """On a class-balanced split it equals accuracy; it is computed from the same per-sample hits."""
+    from robustbench_wbc.metrics import balanced_accuracy
+
+    clean = bench_table[(bench_table["attack"] == "none") & (bench_table["split"] == "synth:test")]
+    for _model, grp in clean.groupby("model"):
+        values = dict(zip(grp["metric"], grp["value"]))
+        if "accuracy" in values:
+            assert values["balanced_accuracy"] == pytest.approx(values["accuracy"])
+        else:
+            assert "balanced_accuracy" not in values
+    hits = torch.tensor([True] * 9 + [False] + [False] * 2)
+    labels = torch.tensor([0] * 10 + [1] * 2)
+    assert balanced_accuracy(hits, labels) == pytest.approx((0.9 + 0.0) / 2)

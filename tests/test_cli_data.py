@@ -242,3 +242,38 @@ def test_run_skip_bad_goes_on(cli, mini_corrupt, tmp_path, tiny_cards):
     assert result.exit_code == 0, cli_text(result) + repr(result.exception)
     table = pd.read_parquet(out / "results.parquet")
     assert set(table["status"]) == {"ok"} and (table["n"] == 6).all()
+
+
+# --- data compare ------------------------------------------------------------------------------------
+ZHENG = Path(__file__).resolve().parents[2] / "shared" / "data" / "zheng2018-dataset1"
+
+
+def test_data_compare_without_masks_keeps_synthwbc_field(cli, tmp_path):
+    root = make_mini_dataset(tmp_path / "mini")
+    out = tmp_path / "cmp.png"
+    try:
+        result = cli.invoke(app, ["data", "compare", "--real", f"cmpmini={root}", "--out", str(out), "--per-class", "1",
+                                  "--size", "32"], env=WIDE)
+    finally:
+        unregister_dataset("cmpmini")
+    assert result.exit_code == 0, cli_text(result)
+    assert "SynthWBC's own field" in cli_text(result)
+    assert Image.open(out).size[0] > 100
+
+
+@pytest.mark.skipif(not ZHENG.is_dir(), reason=f"real Zheng2018 data not found at {ZHENG} (CI puts ../shared/data beside it)")
+def test_data_compare_real_cells_at_their_scale(cli, tmp_path):
+    from robustbench_wbc.cli.data import field_of_view_um
+
+    register_dataset("cmpz", ZHENG)
+    try:
+        field = field_of_view_um(SPLITS.get("cmpz:all").load(None, 64))
+    finally:
+        unregister_dataset("cmpz")
+    assert 15 < field < 25  # 120 px at ≈ 0.16 µm/px: the neutrophils' median fills 12.5/19.6 of the image
+    out = tmp_path / "cmp.png"
+    result = cli.invoke(app, ["data", "compare", "--real", f"cmpz2={ZHENG}", "--out", str(out), "--per-class", "2",
+                              "--size", "48"], env=WIDE)
+    unregister_dataset("cmpz2")
+    assert result.exit_code == 0, cli_text(result)
+    assert "estimated from the real neutrophils" in cli_text(result) and out.is_file()

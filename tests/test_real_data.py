@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_mini_dataset
 from PIL import Image
 
 from robustbench_wbc.data import CLASSES, SPLITS, SplitDef, real
@@ -19,7 +21,9 @@ from robustbench_wbc.data.real import (
     mask_from_grey,
     open_dataset,
     parse_data_option,
+    read_zheng2018,
     register_dataset,
+    unregister_dataset,
 )
 
 W, H = 24, 20  # fixture image size (width × height): not square, so a resize must stretch
@@ -284,6 +288,165 @@ def test_generic_flat_layout_with_masks_and_ignored_files(tmp_path, caplog):
     assert data.masks is not None and set(data.masks.unique().tolist()) == {0, 1, 2}
 
 
+# --- Zheng2018 -----------------------------------------------------------------------------------
+ZHENG_HEADER = "image ID,class label"
+
+
+def _zheng_root(root: Path, labels=(1, 2, 5, 3, 4), sizes: dict[int, tuple[int, int]] | None = None) -> Path:
+    """A Zheng2018-like tree: ``images/00<i>.bmp`` coloured by its label's class, ``00<i>.png`` masks, ``labels.csv``.
+
+    ``labels[i - 1]`` is image ``i``'s label (1..5); ``sizes`` gives some images another (width, height).
+    """
+    for i, label in enumerate(labels, start=1):
+        size = (sizes or {}).get(i, (W, H))
+        _image(root / "images" / f"{i:03d}.bmp", COLOURS[real.ZHENG2018_CLASSES[label - 1]], size)
+        _mask(root / "images" / f"{i:03d}.png", size=size)
+    _zheng_labels(root, [f"{i},{label}" for i, label in enumerate(labels, start=1)])
+    return root
+
+
+def _zheng_labels(root: Path, rows: list[str]) -> None:
+    """Writes ``labels.csv`` as the real one is written: CRLF line ends, IDs without zero padding."""
+    (root / "labels.csv").write_bytes(("\r\n".join([ZHENG_HEADER, *rows]) + "\r\n").encode())
+
+
+def test_zheng2018_detected_and_registered_as_one_ood_split(tmp_path):
+    root = _zheng_root(tmp_path / "zheng")
+    assert detect_format(root) == "zheng2018"
+    name, path = parse_data_option(f"zheng2018={root}")  # --data zheng2018=PATH
+    assert register_dataset(name, path) == ["zheng2018:all"]
+    split = SPLITS.get("zheng2018:all")
+    assert (split.role, split.domain, split.default_n, split.has_masks) == ("ood", "zheng2018", 5, True)
+    report = get_report("zheng2018:all")
+    assert report.format == "zheng2018" and report.n_found == 5 and report.n_bad == 0
+    # another name gives another prefix, as for every format
+    assert register_dataset("lab-c", root) == ["lab-c:all"]
+
+
+def test_zheng2018_class_map_images_masks_and_meta(tmp_path):
+    root = _zheng_root(tmp_path / "zheng", sizes={4: (30, 18)})
+    data = open_dataset(root)["all"].load(None, 12)
+    by_stem = {Path(m["path"]).stem: m for m in data.meta}
+    # labels.csv order is neutrophil, lymphocyte, monocyte, eosinophil, basophil; CLASSES' is not
+    assert {stem: m["class"] for stem, m in by_stem.items()} == {
+        "001": "neutrophil", "002": "lymphocyte", "003": "basophil", "004": "monocyte", "005": "eosinophil"}
+    assert {stem: m["source_label"] for stem, m in by_stem.items()} == {
+        "001": "1", "002": "2", "003": "5", "004": "3", "005": "4"}
+    assert _label_names(data) == list(CLASSES)  # interleaved in CLASSES order, as every format
+    _check_colours(data)
+    assert data.images.shape == (5, 3, 12, 12) and data.images.dtype == torch.float32
+    assert data.masks is not None and data.masks.shape == (5, 12, 12) and data.masks.dtype == torch.uint8
+    # bands 0 | 128 | 255 resized with nearest, whatever the native size
+    np.testing.assert_array_equal(data.masks[:, :, 0].unique().numpy(), [0])
+    np.testing.assert_array_equal(data.masks[:, :, 6].unique().numpy(), [1])
+    np.testing.assert_array_equal(data.masks[:, :, -1].unique().numpy(), [2])
+    assert {stem: m["native_hw"] for stem, m in by_stem.items()} == {
+        "001": (H, W), "002": (H, W), "003": (H, W), "004": (18, 30), "005": (H, W)}
+    assert all(m["mask_path"] == str(root / "images" / f"{stem}.png") for stem, m in by_stem.items())
+    assert all(m["path"] == str(root / "images" / f"{stem}.bmp") for stem, m in by_stem.items())
+
+
+def test_read_zheng2018_gives_native_images_and_masks(tmp_path):
+    root = _zheng_root(tmp_path / "zheng", sizes={2: (30, 18)})
+    _mask(root / "images" / "003.png", levels=(10, 120, 245))  # near the levels: decoded as the loaders do
+    items = read_zheng2018(root)
+    assert [(stem, cls) for _, _, cls, stem in items] == [
+        ("001", "neutrophil"), ("002", "lymphocyte"), ("003", "basophil"), ("004", "monocyte"), ("005", "eosinophil")]
+    for image, mask, cls, stem in items:
+        h, w = (18, 30) if stem == "002" else (H, W)
+        assert image.shape == (h, w, 3) and image.dtype == np.uint8
+        assert mask.shape == (h, w) and mask.dtype == np.uint8
+        np.testing.assert_array_equal(image[0, 0], COLOURS[cls])
+        np.testing.assert_array_equal(mask[0], np.repeat(np.array([0, 1, 2], np.uint8), [w // 3, w // 3, w - 2 * (w // 3)]))
+
+
+def test_zheng2018_ids_with_or_without_zero_padding(tmp_path):
+    root = _zheng_root(tmp_path / "zheng", labels=(1, 2))
+    _image(root / "images" / "7.bmp", COLOURS["monocyte"])
+    _mask(root / "images" / "7.png")
+    _zheng_labels(root, ["001,1", "2,2", "7,3"])
+    assert [stem for *_, stem in read_zheng2018(root)] == ["001", "002", "7"]
+
+
+def test_zheng2018_detection_needs_the_header_and_the_images(tmp_path):
+    root = _zheng_root(tmp_path / "zheng")
+    (root / "labels.csv").write_text("id,label\n1,1\n")
+    with pytest.raises(DataError, match="no known dataset layout"):
+        detect_format(root)
+    with pytest.raises(DataError, match="not a Zheng2018 folder"):
+        open_dataset(root, format="zheng2018")
+    generic = make_mini_dataset(tmp_path / "mini")  # a class-folder tree with a Zheng-like labels.csv stays generic
+    _zheng_labels(generic, ["1,1"])
+    assert detect_format(generic) == "generic"
+
+
+def test_zheng2018_images_without_a_row_are_ignored_and_reported(tmp_path, caplog):
+    root = _zheng_root(tmp_path / "zheng")
+    _zheng_labels(root, ["1,1", "2,2", "3,5"])
+    with caplog.at_level(logging.WARNING, logger="robustbench_wbc.data.real"):
+        split = open_dataset(root, name="z")["all"]
+    assert len(split) == 3 and "ignoring 2 images without a row" in caplog.text
+    assert [Path(p).name for p in split.report.ignored_files] == ["004.bmp", "005.bmp"]
+
+
+@pytest.mark.parametrize(("rows", "message", "bad_path"), [
+    (["1,1", "2,2", "9,3"], r"labels\.csv line 4 \('9,3'\): no image .*images/009\.bmp for image ID 9", "images/009.bmp"),
+    (["1,1", "2,6", "3,5"], r"labels\.csv line 3 \('2,6'\): class label '6' is not one of 1\.\.5", "labels.csv"),
+    (["1,1", "2,x", "3,5"], r"labels\.csv line 3 \('2,x'\): class label 'x' is not one of 1\.\.5", "labels.csv"),
+    (["1,1", "2,0", "3,5"], r"class label '0' is not one of 1\.\.5 \(1 neutrophil, 2 lymphocyte", "labels.csv"),
+    (["1,1", "2", "3,5"], r"labels\.csv line 3 \('2'\): expected two fields", "labels.csv"),
+    (["1,1", "3,5", "3,5"], r"labels\.csv line 4 .*003\.bmp already has a row \(line 3\)", "labels.csv"),
+])
+def test_zheng2018_bad_labels_rows(tmp_path, rows, message, bad_path):
+    root = _zheng_root(tmp_path / "zheng")
+    _zheng_labels(root, rows)
+    with pytest.raises(DataError, match=message) as info:
+        register_dataset("z", root)
+    assert "Fix:" in str(info.value) and "skip_bad" in str(info.value)
+    assert "z:all" not in SPLITS
+    register_dataset("z", root, skip_bad=True)
+    report = get_report("z:all")
+    assert report.n_bad == 1 and report.bad[0][0] == str(root / bad_path)
+    assert SPLITS.get("z:all").default_n == 2 and len(SPLITS.get("z:all").load(None, 8)) == 2
+
+
+def test_zheng2018_missing_mask_is_an_error_naming_the_image(tmp_path):
+    root = _zheng_root(tmp_path / "zheng")
+    (root / "images" / "002.png").unlink()
+    with pytest.raises(DataError, match=r"002\.bmp: no mask found for this image \(expected .*002\.png\)"):
+        open_dataset(root)
+    split = open_dataset(root, skip_bad=True)["all"]
+    assert len(split) == 4 and [path for path, _ in split.report.bad] == [str(root / "images" / "002.bmp")]
+
+
+@pytest.mark.parametrize(("breakage", "message", "bad_file"), [
+    ("mask200", r"003\.png: mask has grey levels 200", "003.png"),
+    ("mask_size", r"003\.png: mask is 26×20 px but its image is 24×20 px", "003.png"),
+    ("corrupt_bmp", r"003\.bmp: cannot decode this image file", "003.bmp"),
+])
+def test_zheng2018_bad_sample_raises_naming_the_file_or_is_skipped(tmp_path, breakage, message, bad_file):
+    root = _zheng_root(tmp_path / "zheng")
+    if breakage == "mask200":
+        _mask(root / "images" / "003.png", levels=(0, 128, 200))
+    elif breakage == "mask_size":
+        _mask(root / "images" / "003.png", size=(W + 2, H))
+    else:
+        (root / "images" / "003.bmp").write_bytes(b"BM not really a bitmap" * 4)
+    register_dataset("z", root)  # listing does not decode
+    with pytest.raises(DataError, match=message) as info:
+        SPLITS.get("z:all").load(None, 8)
+    assert str(root / "images" / bad_file) in str(info.value) and "skip_bad" in str(info.value)
+    with pytest.raises(DataError, match=message):
+        read_zheng2018(root)
+    register_dataset("z", root, skip_bad=True)
+    data = SPLITS.get("z:all").load(None, 8)
+    assert len(data) == 4 and "basophil" not in _label_names(data)
+    report = get_report("z:all")
+    assert [path for path, _ in report.bad] == [str(root / "images" / bad_file)]
+    assert (report.n_requested, report.n_loaded) == (5, 4)
+    assert [stem for *_, stem in read_zheng2018(root, skip_bad=True)] == ["001", "002", "004", "005"]
+
+
 # --- registration --------------------------------------------------------------------------------
 def test_reregistering_replaces_the_old_splits(tmp_path, raabin_root):
     assert len(register_dataset("d", raabin_root)) == 3
@@ -459,3 +622,84 @@ def test_loads_are_deterministic_and_reports_track_the_last_load(raabin_root):
     assert (get_report("raabin:train").n_requested, get_report("raabin:train").n_loaded) == (7, 7)
     split.load(3, 10)
     assert get_report("raabin:train").n_loaded == 3
+
+
+# --- the real Zheng2018 dataset 1 (../shared/data beside the clone; skipped where absent) --------
+ZHENG_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "zheng2018-dataset1"
+ZHENG_COUNTS = {"neutrophil": 176, "lymphocyte": 53, "monocyte": 48, "eosinophil": 22, "basophil": 1}
+needs_zheng = pytest.mark.skipif(
+    not (ZHENG_ROOT / "labels.csv").is_file(),
+    reason=f"real Zheng2018 data not found at {ZHENG_ROOT} (CI puts ../shared/data beside the clone)")
+
+
+@pytest.fixture(scope="module")
+def zheng_split():
+    """The real set listed (not registered) and loaded once at 32 px: ``(split, data)``."""
+    split = open_dataset(ZHENG_ROOT, name="zheng2018")["all"]
+    return split, split.load(None, 32)
+
+
+@pytest.fixture(scope="module")
+def zheng_native():
+    return read_zheng2018(ZHENG_ROOT)
+
+
+@needs_zheng
+def test_real_zheng2018_detected_and_registered():
+    assert detect_format(ZHENG_ROOT) == "zheng2018"
+    assert register_dataset("zheng2018", ZHENG_ROOT) == ["zheng2018:all"]
+    split = SPLITS.get("zheng2018:all")
+    assert (split.role, split.default_n, split.has_masks) == ("ood", 300, True)
+    assert get_report("zheng2018:all").class_counts == {c: ZHENG_COUNTS[c] for c in CLASSES}
+
+
+@needs_zheng
+def test_real_zheng2018_loads_all_300_with_masks(zheng_split):
+    split, data = zheng_split
+    assert len(data) == 300 and data.images.shape == (300, 3, 32, 32) and data.masks.shape == (300, 32, 32)
+    assert Counter(_label_names(data)) == ZHENG_COUNTS
+    assert split.report.n_bad == 0 and split.report.n_loaded == 300 and not split.report.ignored_files
+    assert set(data.masks.unique().tolist()) == {0, 1, 2}
+    assert bool((data.masks == 2).flatten(1).any(1).all())  # a nucleus in every image, even at 32 px
+    sizes = Counter(m["native_hw"] for m in data.meta)
+    assert sizes[(120, 120)] > 150 and (116, 108) in sizes  # mostly 120×120, some smaller (e.g. 108 wide × 116 high)
+    assert len({m["path"] for m in data.meta}) == 300
+
+
+@needs_zheng
+def test_real_zheng2018_native_images_and_masks(zheng_native, zheng_split):
+    assert len(zheng_native) == 300
+    assert Counter(cls for *_, cls, _ in zheng_native) == ZHENG_COUNTS
+    native_hw = {Path(m["path"]).stem: m["native_hw"] for m in zheng_split[1].meta}
+    for image, mask, _, stem in zheng_native:
+        assert image.dtype == np.uint8 and image.shape == (*native_hw[stem], 3)
+        assert mask.dtype == np.uint8 and mask.shape == native_hw[stem]
+        assert set(np.unique(mask).tolist()) <= {0, 1, 2} and (mask == 2).any()
+    shapes = {mask.shape for _, mask, _, _ in zheng_native}
+    assert {(120, 120), (116, 108)} <= shapes
+
+
+def test_leaderboard_reads_real_cells_apart(tmp_path, tiny_cards):
+    """A split of real cells gets its own columns (the sim-to-real gap), never mixed into the synthetic OOD mean."""
+    from robustbench_wbc.bench import ResultStore, run
+    from robustbench_wbc.report import leaderboard
+    from robustbench_wbc.report.leaderboard import to_markdown
+
+    root = _zheng_root(tmp_path / "zheng", labels=(1, 1, 1, 2, 5))
+    register_dataset("zreal", root)
+    try:
+        out = tmp_path / "out"
+        summary = run(["tiny_cls", "tiny_multitask", "tiny_unet"], ["synth:test", "zreal:all"], [], out, n_images=10)
+        assert not summary.failed
+        table = ResultStore(out).table()
+        board = leaderboard(table).set_index("model")
+        real = table[table["split"] == "zreal:all"]
+        acc = real[(real["model"] == "tiny_cls") & (real["metric"] == "accuracy")]["value"].iloc[0]
+        assert board.loc["tiny_cls", "real_acc"] == pytest.approx(acc)
+        bal = real[(real["model"] == "tiny_cls") & (real["metric"] == "balanced_accuracy")]["value"].iloc[0]
+        assert board.loc["tiny_cls", "real_balanced_acc"] == pytest.approx(bal)
+        assert np.isnan(board.loc["tiny_cls", "clean_acc_ood"])  # no synthetic OOD split ran
+        assert 0 <= board.loc["tiny_unet", "nucleus_dice_real"] <= 1 and np.isnan(board.loc["tiny_unet", "real_acc"])
+        assert "real balanced acc %" in to_markdown(leaderboard(table))
+    finally:
+        unregister_dataset("zreal")

@@ -17,7 +17,7 @@ from robustbench_wbc.attacks.base import ATTACKS, ThreatModelViolation, build_at
 from robustbench_wbc.bench.cells import CLEAN, Cell
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.data.splits import SPLITS, SplitData
-from robustbench_wbc.metrics import correct, segmentation_scores
+from robustbench_wbc.metrics import balanced_accuracy, correct, segmentation_scores
 from robustbench_wbc.models.card import ModelCard
 from robustbench_wbc.models.hub import load_model, read_card, versions
 from robustbench_wbc.models.zoo import MODELS, base_id
@@ -147,6 +147,7 @@ def evaluate_cell(cell: Cell, ctx: Context) -> CellResult:
             clean_ok = correct(clean["logits"], data.labels)
             samples["clean_pred"] = clean["logits"].argmax(1)
             metrics["accuracy"] = clean_ok.float().mean().item()
+            metrics["balanced_accuracy"] = balanced_accuracy(clean_ok, data.labels)
         if "mask" in clean and data.masks is not None:  # real splits may come without masks
             for k, v in segmentation_scores(clean["mask"], data.masks.long()).items():
                 samples[f"clean_{k}"] = v

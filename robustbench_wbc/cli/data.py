@@ -70,46 +70,73 @@ def show(
     data: Annotated[list[str] | None, typer.Option(metavar="NAME=PATH", help="A real dataset as NAME=PATH.")] = None,
 ) -> None:
     """Draw a grid: rows are classes, with the mask's outline over each image (nucleus, cell)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     from robustbench_wbc.data.synth import CLASSES, DOMAINS
+    from robustbench_wbc.report.figures import cell_grid, first_per_class
 
     register_data_options(data, False)
     d = SPLITS.get(split)
     base = d.load(max(per_class * len(CLASSES) * 4, 40), size)
-    picks = {k: np.flatnonzero(base.labels.numpy() == k)[:per_class] for k in range(len(CLASSES))}
-    panels = [(d.domain, base)]
+    picks = first_per_class(base, per_class)
+    panels = [(DOMAINS[d.domain].name if d.domain in DOMAINS else d.domain, base, picks)]
     if domains and d.synth is not None:
         from robustbench_wbc.data.splits import load_synth
 
         for name in ("source", "stain-b", "camera-b", "lab-b"):
             if name != d.domain:
-                panels.append((name, load_synth(split, replace(d.synth, domain=name), len(base), size)))
-    cols = per_class * len(panels)
-    fig, axes = plt.subplots(len(CLASSES), cols, figsize=(1.1 * cols, 1.2 * len(CLASSES)), squeeze=False)
-    for r, cls in enumerate(CLASSES):
-        for p, (dom, data_) in enumerate(panels):
-            for j in range(per_class):
-                ax = axes[r][p * per_class + j]
-                ax.axis("off")
-                if j >= len(picks[r]):
-                    continue
-                i = picks[r][j]
-                ax.imshow(data_.images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
-                if data_.masks is not None:
-                    m = data_.masks[i].numpy()
-                    ax.contour(m >= 1, levels=[0.5], colors="lime", linewidths=0.6)
-                    ax.contour(m == 2, levels=[0.5], colors="yellow", linewidths=0.6)
-                if r == 0 and j == 0:
-                    ax.set_title(DOMAINS[dom].name if dom in DOMAINS else dom, fontsize=8, loc="left")
-            axes[r][0].text(-0.1, 0.5, cls, transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"{split}: outline of the cell (green) and nucleus (yellow) from the mask", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+                panels.append((DOMAINS[name].name, load_synth(split, replace(d.synth, domain=name), len(base), size), picks))
+    cell_grid(panels, per_class, f"{split}: outline of the cell (green) and nucleus (yellow) from the mask", out)
     console.print(f"wrote {out} ({len(CLASSES)} classes × {per_class} cells × {len(panels)} domains)", highlight=False)
+
+
+def field_of_view_um(data, anchor: str = "neutrophil") -> float | None:
+    """Estimates a real split's field of view in µm from its masks: the median equivalent diameter
+    of its ``anchor`` cells, as a fraction of the image, against SynthWBC's mean diameter for that
+    class (the anchor's size then agrees by construction). ``None`` without masks or anchor cells."""
+    import numpy as np
+
+    from robustbench_wbc.data.synth import CLASSES, MORPHOLOGY
+
+    if data.masks is None:
+        return None
+    sel = (data.labels == CLASSES.index(anchor)).numpy()
+    if not sel.any():
+        return None
+    cells = (data.masks[sel] >= 1).flatten(1).sum(1).numpy()
+    frac = float(np.median(np.sqrt(4 * cells / np.pi))) / data.masks.shape[-1]
+    return float(np.mean(MORPHOLOGY[anchor].diameter_um)) / frac if frac > 0 else None
+
+
+@data_app.command("compare")
+@handle_errors
+def compare(
+    real: Annotated[str, typer.Option(metavar="NAME=PATH", help="A real dataset with masks, e.g. zheng2018=PATH.")],
+    out: Annotated[Path, typer.Option(help="The PNG to write.")] = Path("compare.png"),
+    per_class: Annotated[int, typer.Option(min=1, max=8, help="Cells per class and panel.")] = 4,
+    size: Annotated[int, typer.Option(min=16, max=256, help="Image size in pixels, both sets.")] = 96,
+    split: Annotated[str, typer.Option(help="The SynthWBC cells to show beside them.")] = "synth:test",
+    skip_bad: Annotated[bool, typer.Option(help="Skip unreadable files instead of stopping.")] = False,
+) -> None:
+    """Draw real and SynthWBC cells side by side per class, masks outlined, at the same scale.
+
+    The real images' pixel size is rarely known: their field of view is estimated from their
+    neutrophils (median diameter against SynthWBC's 12.5 µm), and SynthWBC is rendered over that field.
+    """
+    from robustbench_wbc.data.splits import load_synth
+    from robustbench_wbc.data.synth import CLASSES, DOMAINS
+    from robustbench_wbc.report.figures import cell_grid, first_per_class
+
+    ids = register_data_options([real], skip_bad)
+    real_split = ids[0] if len(ids) == 1 else next((i for i in ids if i.endswith(":all") or ":test" in i), ids[0])
+    real_data = SPLITS.get(real_split).load(None, size)
+    field = field_of_view_um(real_data)
+    spec = _synth_spec(split)
+    if field is not None:
+        spec = replace(spec, um_per_px=field / size)
+    n = max(per_class * len(CLASSES) * 4, 40)
+    panels = [(f"real: {real_split}", real_data, first_per_class(real_data, per_class))]
+    for name in ("source", "lab-b"):
+        synth = load_synth(split, replace(spec, domain=name), n, size)
+        panels.append((f"SynthWBC {DOMAINS[name].name}", synth, first_per_class(synth, per_class)))
+    scale = f"field {field:.1f} µm (estimated from the real neutrophils)" if field else "SynthWBC's own field"
+    cell_grid(panels, per_class, f"real vs SynthWBC, {scale}; outline of the cell (green) and nucleus (yellow)", out)
+    console.print(f"wrote {out}: {real_split} ({len(real_data)} cells) beside {split}, {scale}", highlight=False)

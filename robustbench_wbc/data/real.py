@@ -5,8 +5,9 @@ Nothing is downloaded: each loader reads a copy the user already has. Every load
 N×3×S×S in [0, 1], resized (stretched, not cropped) to ``image_size`` with bilinear filtering
 (Pillow's resize, antialiased when it shrinks); labels int64 in :data:`CLASSES` order; masks uint8
 N×S×S with 0 background, 1 cytoplasm, 2 nucleus, resized with nearest neighbour, or ``None`` where
-the dataset has none; ``meta`` one dict per image with at least ``path`` and ``source_label`` (the
-dataset's own class name).
+the dataset has none; ``meta`` one dict per image with at least ``path``, ``source_label`` (the
+dataset's own class name, or its label as written where it has only numbers), ``class`` and
+``native_hw`` (the image's (height, width) as stored, before the resize).
 
 Layouts (folder and class names match case-insensitively, ignoring ``_``, ``-`` and spaces and a
 plural ``s``; ``neut``, ``eosi``, ``Baso``, ``lymp``, ``mono`` are accepted as class names)::
@@ -19,12 +20,17 @@ plural ``s``; ``neut``, ``eosi``, ``Baso``, ``lymp``, ``mono`` are accepted as c
                  masks <root>/Ground_Truth/<class>/**/<stem>.<any image ext>
     bloodmnist   <root> is the .npz file (train_/val_/test_ images N×H×W×3 uint8, labels N×1)
                                                                       ids name:train, name:val, name:test
+    zheng2018    <root>/images/<id>.bmp, mask <root>/images/<id>.png, id name:all (role ood: another lab)
+                 <root>/labels.csv: header "image ID,class label", rows "1,2" (the ID may drop the
+                 zero padding of 001.bmp); labels 1..5 = neutrophil, lymphocyte, monocyte, eosinophil,
+                 basophil (:data:`ZHENG2018_CLASSES`). Zheng et al., Micron 107:55-71, 2018, dataset 1.
+                 :func:`read_zheng2018` gives its images and masks at native size.
     generic      <root>/<class>/<image>                               id name:all
                  or <root>/<split>/<class>/<image>                    one id name:<split> per split folder
                  optional masks mirror the image tree under <root>/masks/:
                  <root>/masks/<class>/<stem>.png, or <root>/masks/<split>/<class>/<stem>.png
 
-Masks (Raabin, LISC, generic) are greyscale: nucleus white (255), cytoplasm grey (128),
+Masks (Raabin, LISC, Zheng2018, generic) are greyscale: nucleus white (255), cytoplasm grey (128),
 background black (0). Each pixel takes the nearest of the three levels; a pixel farther than
 :data:`MASK_TOLERANCE` from all of them, or a mask whose size differs from its image's, is an
 error. Where a mask folder exists, every image needs its mask (a missing one is an error): a split
@@ -33,13 +39,16 @@ the usual one.
 
 Images of classes outside the five (PBC's ig, erythroblast, platelet; LISC's mixt; BloodMNIST's
 classes 2, 3, 7; unknown class folders) are skipped, logged as a warning with the counts, and
-counted in the split's :class:`LoadReport`. Files without an image extension in class folders are
-ignored the same way. A bad sample (a file that does not decode, a missing or wrong mask) raises
-:class:`DataError` naming the file and the fix; with ``skip_bad=True`` it is logged, skipped and
-counted in the report instead, and the next samples fill its place.
+counted in the split's :class:`LoadReport`. Files without an image extension in class folders
+(and Zheng2018 images without a labels.csv row) are ignored the same way. A bad sample (a file
+that does not decode, a missing or wrong mask, a Zheng2018 labels.csv row naming a missing image
+or a label outside 1..5) raises :class:`DataError` naming the file and the fix; with
+``skip_bad=True`` it is logged, skipped and counted in the report instead, and the next samples
+fill its place.
 
-Order: files are sorted by path within each class, and a split's samples interleave the classes
-round-robin in :data:`CLASSES` order, so the first ``n`` are as class-balanced as the data allows.
+Order: files are sorted by path (Zheng2018: by labels.csv row) within each class, and a split's
+samples interleave the classes round-robin in :data:`CLASSES` order, so the first ``n`` are as
+class-balanced as the data allows.
 
 Reports: :func:`open_dataset` gives :class:`RealSplit` objects whose ``report`` is the
 :class:`LoadReport` of their listing and last load; :func:`register_dataset` registers the splits
@@ -49,6 +58,7 @@ registered split's report by id.
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 import zipfile
@@ -65,7 +75,7 @@ from robustbench_wbc.data.synth import CLASSES
 
 logger = logging.getLogger(__name__)
 
-FORMATS: tuple[str, ...] = ("raabin", "pbc", "lisc", "bloodmnist", "generic")
+FORMATS: tuple[str, ...] = ("raabin", "pbc", "lisc", "bloodmnist", "zheng2018", "generic")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 MASK_LEVELS = (0, 128, 255)  # background, cytoplasm, nucleus → mask values 0, 1, 2
 MASK_TOLERANCE = 40  # a grey level farther than this from every level is not a mask value
@@ -199,9 +209,9 @@ class RealSplit:
                 break
             try:
                 if sample.index is None:
-                    img, mask = _read_file_sample(sample, self.has_masks, image_size)
+                    img, mask, native_hw = _read_file_sample(sample, self.has_masks, image_size)
                 else:
-                    img, mask = _read_array_sample(sample, arrays, image_size), None
+                    (img, native_hw), mask = _read_array_sample(sample, arrays, image_size), None
             except DataError as exc:
                 if not self.skip_bad:
                     raise
@@ -211,7 +221,7 @@ class RealSplit:
             images.append(img)
             masks.append(mask)
             labels.append(sample.label)
-            meta.append(_meta(sample, len(meta), self.id))
+            meta.append(_meta(sample, len(meta), self.id, native_hw))
         if not images:
             raise DataError(f"split {self.id!r}: none of the {len(self.samples)} images in {self.folder} could be read; "
                             f"see the warnings above for each file and fix or replace them")
@@ -238,10 +248,10 @@ def get_report(split_id: str) -> LoadReport:
     raise KeyError(f"no real-data split {split_id!r} is registered; registered: {', '.join(known) or 'none'}")
 
 
-def _meta(sample: _Sample, position: int, split_id: str) -> dict:
+def _meta(sample: _Sample, position: int, split_id: str, native_hw: tuple[int, int]) -> dict:
     path = str(sample.path) if sample.index is None else f"{sample.path}#{sample.array_key}[{sample.index}]"
     meta = {"path": path, "source_label": sample.source_label, "class": CLASSES[sample.label],
-            "split": split_id, "index": position}
+            "split": split_id, "index": position, "native_hw": native_hw}
     if sample.mask_path is not None:
         meta["mask_path"] = str(sample.mask_path)
     if sample.index is not None:
@@ -285,7 +295,8 @@ def mask_from_grey(grey: np.ndarray, path: Path | str = "<array>") -> np.ndarray
     return nearest.astype(np.uint8)
 
 
-def _read_mask(path: Path, image_wh: tuple[int, int], size: int) -> np.ndarray:
+def _decode_mask(path: Path, image_wh: tuple[int, int]) -> np.ndarray:
+    """Gives the 0/1/2 mask in ``path`` at its own size, which must be ``image_wh`` (width, height)."""
     img = _open_image(path, "mask")
     if img.size != image_wh:
         raise _MaskError(f"{path}: mask is {img.size[0]}×{img.size[1]} px but its image is {image_wh[0]}×{image_wh[1]} px. "
@@ -304,21 +315,27 @@ def _read_mask(path: Path, image_wh: tuple[int, int], size: int) -> np.ndarray:
             raise _MaskError(f"{path}: mask of mode {img.mode} has values outside 0..255. "
                              f"Fix: save it as an 8-bit greyscale PNG, {SKIP_BAD_HINT}")
         grey = np.rint(grey)
-    classes = mask_from_grey(grey, path)
+    return mask_from_grey(grey, path)
+
+
+def _read_mask(path: Path, image_wh: tuple[int, int], size: int) -> np.ndarray:
+    classes = _decode_mask(path, image_wh)
     return np.asarray(Image.fromarray(classes).resize((size, size), Image.Resampling.NEAREST), dtype=np.uint8)
 
 
-def _read_file_sample(sample: _Sample, has_masks: bool, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_file_sample(sample: _Sample, has_masks: bool, size: int) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """Gives the image and mask (or ``None``) at ``size`` pixels, and the image's native (height, width)."""
     img = _open_image(sample.path, "image")
     image = _to_rgb_array(img, size)
+    native_hw = (img.size[1], img.size[0])
     if not has_masks:
-        return image, None
+        return image, None, native_hw
     if sample.mask_path is None:  # listing raises for (or drops) such images; this guards against a bug
         raise _MaskError(f"{sample.path}: no mask found for this image. Fix: add its mask, {SKIP_BAD_HINT}")
-    return image, _read_mask(sample.mask_path, img.size, size)
+    return image, _read_mask(sample.mask_path, img.size, size), native_hw
 
 
-def _read_array_sample(sample: _Sample, arrays: dict[str, np.ndarray], size: int) -> np.ndarray:
+def _read_array_sample(sample: _Sample, arrays: dict[str, np.ndarray], size: int) -> tuple[np.ndarray, tuple[int, int]]:
     if sample.array_key not in arrays:
         with np.load(sample.path) as npz:
             arrays[sample.array_key] = npz[sample.array_key]
@@ -327,7 +344,7 @@ def _read_array_sample(sample: _Sample, arrays: dict[str, np.ndarray], size: int
         raise DataError(f"{sample.path}: {sample.array_key} holds {pixels.dtype} pixels, expected uint8 (0..255); "
                         f"not a BloodMNIST .npz")
     img = Image.fromarray(pixels if pixels.ndim == 3 else pixels[..., None].repeat(3, -1))
-    return _to_rgb_array(img, size)
+    return _to_rgb_array(img, size), (int(pixels.shape[0]), int(pixels.shape[1]))
 
 
 # --- listing -------------------------------------------------------------------------------------
@@ -507,6 +524,158 @@ def _open_generic(name: str, root: Path, skip_bad: bool) -> list[RealSplit]:
     return splits
 
 
+# Zheng2018 (dataset 1 of Zheng et al., Micron 2018): label k in labels.csv → CLASSES name
+ZHENG2018_CLASSES = ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil")  # labels 1..5
+_ZHENG2018_HEADER = ("imageid", "classlabel")  # "image ID,class label", folded with _norm
+
+
+def _zheng2018_labels_file(root: Path) -> Path | None:
+    """Gives ``root/labels.csv`` (any case) where its header is ``image ID,class label``, else ``None``."""
+    found = next((f for f in root.iterdir() if f.is_file() and f.name.lower() == "labels.csv"), None)
+    if found is None:
+        return None
+    try:
+        with found.open(encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return found if tuple(_norm(h) for h in header) == _ZHENG2018_HEADER else None
+
+
+def _is_zheng2018(root: Path) -> bool:
+    images = _find_child(root, "images")
+    if images is None or _zheng2018_labels_file(root) is None:
+        return False
+    stems = {f.stem for f in images.iterdir() if f.is_file() and f.suffix.lower() == ".png"}
+    return any(f.is_file() and f.suffix.lower() == ".bmp" and f.stem in stems for f in images.iterdir())
+
+
+def _list_zheng2018(root: Path, report: LoadReport, skip_bad: bool) -> tuple[list[_Sample], bool]:
+    """Lists ``root/images/<id>.bmp`` (+ ``<id>.png`` masks) by the rows of ``root/labels.csv``, in row order.
+
+    Gives the samples and whether the images have masks (all of them must, where any has one).
+    """
+    images_dir = _find_child(root, "images")
+    labels_csv = _zheng2018_labels_file(root)
+    if images_dir is None or labels_csv is None:
+        raise DataError(f"{root}: not a Zheng2018 folder; it holds images/<id>.bmp with <id>.png masks and a labels.csv "
+                        f"whose header is 'image ID,class label'")
+    bmps: dict[str, Path] = {}
+    pngs: dict[str, Path] = {}
+    for f in sorted(images_dir.iterdir(), key=lambda p: _natural_key(p.name)):
+        if not f.is_file() or f.name.startswith(".") or f.name.lower() in _JUNK_FILES:
+            continue
+        if f.suffix.lower() == ".bmp":
+            bmps[f.stem] = f
+        elif f.suffix.lower() == ".png":
+            pngs[f.stem] = f
+        else:
+            report.ignored_files.append(str(f))
+    by_number: dict[int, list[str]] = {}
+    for stem in bmps:
+        if stem.isdigit():
+            by_number.setdefault(int(stem), []).append(stem)
+    has_masks = any(stem in pngs for stem in bmps)
+    if not has_masks:
+        logger.warning("Zheng2018 %s: no <id>.png mask beside any image in %s; loading without masks", root, images_dir)
+    fix_row = f"Fix: correct or delete the row in {labels_csv}, {SKIP_BAD_HINT}"
+    samples: list[_Sample] = []
+    seen: dict[str, int] = {}
+    try:
+        with labels_csv.open(encoding="utf-8-sig", newline="") as f:
+            rows = list(enumerate(csv.reader(f), start=1))[1:]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{labels_csv}: cannot read this CSV file ({type(exc).__name__}: {exc}). "
+                        f"Fix: save it as UTF-8 text with rows 'image ID,class label'") from exc
+    for line, row in rows:
+        cells = [c.strip() for c in row]
+        if not any(cells):
+            continue
+        where = f"{labels_csv} line {line} ({','.join(row)!r})"
+        if len(cells) != 2 or not cells[0]:
+            _bad_listing(report, skip_bad, labels_csv, f"{where}: expected two fields, image ID and class label. {fix_row}")
+            continue
+        image_id, label = cells
+        stem = image_id if image_id in bmps else None
+        if stem is None and image_id.isdigit() and len(by_number.get(int(image_id), [])) == 1:
+            stem = by_number[int(image_id)][0]
+        if stem is None:
+            if image_id.isdigit() and len(by_number.get(int(image_id), [])) > 1:
+                shown = ", ".join(str(bmps[s]) for s in by_number[int(image_id)])
+                _bad_listing(report, skip_bad, labels_csv, f"{where}: several images match image ID {image_id}: {shown}. "
+                             f"Fix: keep one of them, {SKIP_BAD_HINT}")
+                continue
+            width = max((len(s) for s in bmps if s.isdigit()), default=0)
+            expected = images_dir / f"{image_id.zfill(width) if image_id.isdigit() else image_id}.bmp"
+            _bad_listing(report, skip_bad, expected, f"{where}: no image {expected} for image ID {image_id}. "
+                         f"Fix: add the image, or delete the row from {labels_csv}, {SKIP_BAD_HINT}")
+            continue
+        if not (label.isdigit() and 1 <= int(label) <= len(ZHENG2018_CLASSES)):
+            _bad_listing(report, skip_bad, labels_csv, f"{where}: class label {label!r} is not one of 1..5 "
+                         f"({', '.join(f'{k} {c}' for k, c in enumerate(ZHENG2018_CLASSES, 1))}). {fix_row}")
+            continue
+        if stem in seen:
+            _bad_listing(report, skip_bad, labels_csv, f"{where}: image {bmps[stem]} already has a row (line {seen[stem]}). "
+                         f"{fix_row}")
+            continue
+        seen[stem] = line
+        mask_path = pngs.get(stem)
+        if has_masks and mask_path is None:
+            _bad_listing(report, skip_bad, bmps[stem], f"{bmps[stem]}: no mask found for this image "
+                         f"(expected {images_dir / (stem + '.png')}). Fix: add the mask, {SKIP_BAD_HINT}")
+            continue
+        cls = ZHENG2018_CLASSES[int(label) - 1]
+        report.class_counts[cls] = report.class_counts.get(cls, 0) + 1
+        samples.append(_Sample(bmps[stem], CLASSES.index(cls), str(int(label)), mask_path))
+    unlisted = [str(bmps[s]) for s in bmps if s not in seen]
+    if unlisted:
+        report.ignored_files.extend(unlisted)
+        logger.warning("Zheng2018 %s: ignoring %d images without a row in %s, e.g. %s", root, len(unlisted), labels_csv.name,
+                       unlisted[0])
+    if not samples:
+        raise DataError(f"{root}: no labelled images found ({len(bmps)} .bmp files in {images_dir}, {len(rows)} rows in "
+                        f"{labels_csv}). Fix: check the path, and that labels.csv rows name images/<id>.bmp files")
+    report.class_counts = {c: report.class_counts[c] for c in CLASSES if c in report.class_counts}
+    return samples, has_masks
+
+
+def _open_zheng2018(name: str, root: Path, skip_bad: bool) -> list[RealSplit]:
+    split_id = f"{name}:all"
+    report = LoadReport(split_id, str(root), "zheng2018")
+    samples, has_masks = _list_zheng2018(root, report, skip_bad)
+    return [RealSplit(split_id, "all", _role("all"), root, _interleave(samples), has_masks, skip_bad, report)]
+
+
+def read_zheng2018(root: str | Path, skip_bad: bool = False) -> list[tuple[np.ndarray, np.ndarray, str, str]]:
+    """Gives every labelled image of a Zheng2018 folder at its native size, in ``labels.csv`` order.
+
+    Each item is ``(image, mask, class, stem)``: image uint8 H×W×3 RGB, mask uint8 H×W with 0
+    background, 1 cytoplasm, 2 nucleus, the :data:`CLASSES` name of its (noisy) label, and the
+    file stem (``"001"``). Nothing is resized. A bad sample raises :class:`DataError` naming the
+    file, or with ``skip_bad=True`` is logged and left out.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; give the Zheng2018 folder holding images/ and labels.csv")
+    report = LoadReport("zheng2018", str(root), "zheng2018")
+    samples, has_masks = _list_zheng2018(root, report, skip_bad)
+    if not has_masks:
+        raise DataError(f"{root}: no masks (images/<id>.png beside images/<id>.bmp). Fix: add the masks")
+    out = []
+    for sample in samples:
+        assert sample.mask_path is not None  # listing drops (or raises for) images without a mask
+        try:
+            img = _open_image(sample.path, "image")
+            mask = _decode_mask(sample.mask_path, img.size)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            logger.warning("Zheng2018 %s: skipping a bad sample: %s", root, exc)
+            continue
+        out.append((np.asarray(img.convert("RGB"), dtype=np.uint8), mask, CLASSES[sample.label], sample.path.stem))
+    return out
+
+
 # BloodMNIST label k → its class name (erythroblast, ig and platelet are outside the five and skipped)
 BLOODMNIST_CLASSES = ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet")
 
@@ -569,6 +738,7 @@ _OPENERS: dict[str, Callable[[str, Path, bool], list[RealSplit]]] = {
     "pbc": lambda name, root, skip_bad: _open_flat(name, root, "pbc", skip_bad),
     "lisc": _open_lisc,
     "bloodmnist": _open_bloodmnist,
+    "zheng2018": _open_zheng2018,
     "generic": _open_generic,
 }
 
@@ -582,6 +752,8 @@ def detect_format(path: str | Path) -> str:
         if root.suffix.lower() == ".npz":
             return "bloodmnist"
         raise DataError(f"{root}: a file, but not a BloodMNIST .npz; give a dataset folder or a .npz file")
+    if _is_zheng2018(root):
+        return "zheng2018"
     names = {_norm(d.name) for d in _subdirs(root)}
     if names & {"testa", "testb"}:  # a lone Train/ reads the same as the generic layout
         return "raabin"
@@ -596,8 +768,9 @@ def detect_format(path: str | Path) -> str:
         return "generic"
     shown = ", ".join(d.name for d in _subdirs(root)) or "none"
     raise DataError(f"{root}: no known dataset layout (subfolders: {shown}). Expected Raabin-WBC (Train/TestA/TestB), "
-                    f"PBC (class folders incl. ig/erythroblast/platelet), LISC (Main_Dataset/), a BloodMNIST .npz, or "
-                    f"the generic <root>[/<split>]/<class>/<image>; see robustbench_wbc.data.real for the layouts")
+                    f"PBC (class folders incl. ig/erythroblast/platelet), LISC (Main_Dataset/), a BloodMNIST .npz, "
+                    f"Zheng2018 (images/<id>.bmp with <id>.png masks, labels.csv 'image ID,class label'), or the generic "
+                    f"<root>[/<split>]/<class>/<image>; see robustbench_wbc.data.real for the layouts")
 
 
 def open_dataset(path: str | Path, format: str | None = None, skip_bad: bool = False, name: str = "data") -> dict[str, RealSplit]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 CLASSES: tuple[str, ...] = ("neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte")
 FIELD_UM = 25.6  # field of view in µm; 64 px → 0.4 µm/px, so a 20 µm monocyte still fits
-GENERATOR_VERSION = "synthwbc-3"
+GENERATOR_VERSION = "synthwbc-4"
 CHUNK = 256  # images per random-draw chunk; part of the generator version
 
 # Stain absorbance vectors (optical density per unit concentration, R G B). Romanowsky stains
@@ -129,7 +129,9 @@ MORPHOLOGY: dict[str, ClassMorphology] = {
     "basophil": ClassMorphology((11.0, 14.0), "lobed", (2,), (1.0,),
                                 cytoplasm=(0.08, 0.08, 0.06), granules="large-dark"),
     "lymphocyte": ClassMorphology((6.0, 15.0), "round", cytoplasm=(0.34, 0.02, 0.0)),
-    "monocyte": ClassMorphology((12.0, 20.0), "kidney", cytoplasm=(0.20, 0.06, 0.07)),
+    # textbook 12-20 µm (Bain 2015); on the real smears of Zheng et al. 2018 monocytes measure
+    # 1.04× the neutrophil's diameter (median; 10.6-14.3 µm at the neutrophil-anchored pixel size)
+    "monocyte": ClassMorphology((11.0, 15.5), "kidney", cytoplasm=(0.20, 0.06, 0.07)),
 }
 
 
@@ -228,12 +230,14 @@ def _nucleus_lobed(x, y, R, labels, u, n):
     B = len(labels)
     neu = labels == _CLS["neutrophil"]
     eos = labels == _CLS["eosinophil"]
-    la = torch.where(neu, 0.25, 0.33) * R
-    lb = torch.where(neu, 0.2, torch.where(eos, 0.27, 0.26)) * R
-    arc = torch.where(neu, 0.46, torch.where(eos, 0.40, 0.32)) * R
-    # Neighbouring lobes sit a chord of ~1.25 lobe widths apart, so that a thin filament, not
+    # Lobe sizes give the nucleus-to-cell area ratios measured on real smears (Zheng et al. 2018,
+    # median [10-90 %]: neutrophil 0.33 [0.28-0.40], eosinophil 0.31 [0.26-0.39], the one basophil 0.46).
+    la = torch.where(neu, 0.30, torch.where(eos, 0.40, 0.40)) * R
+    lb = torch.where(neu, 0.32, torch.where(eos, 0.36, 0.34)) * R
+    arc = torch.where(neu, 0.50, torch.where(eos, 0.40, 0.32)) * R
+    # Neighbouring lobes sit a chord of ~1.1 lobe widths apart, so that a thin filament, not
     # a merged band, joins them: segmented, not band, forms (a band nucleus is another cell stage).
-    chord = torch.where(neu, 0.56, 0.62) * R
+    chord = torch.where(neu, 0.66, 0.62) * R
     width = torch.where(neu, 0.5, torch.where(eos, 0.7, 1.4))
     n_lobes = torch.full((B,), 2, dtype=torch.long)
     for cls in ("neutrophil", "eosinophil", "basophil"):
@@ -277,15 +281,19 @@ def _nucleus_round(x, y, R, u):
 
 
 def _nucleus_kidney(x, y, R, u):
-    """Monocytes: kidney to horseshoe, an ellipse with a bite out of one side."""
-    a, b = (0.58 + 0.1 * u[:, 50]) * R, (0.42 + 0.08 * u[:, 51]) * R
+    """Monocytes: kidney-shaped, an ellipse with a shallow bite out of one side.
+
+    Sized to the real smears of Zheng et al. 2018: nucleus-to-cell area 0.52 [0.45-0.57] and a
+    nearly convex outline (solidity 0.96 [0.90-0.98]), so the bite is shallow.
+    """
+    a, b = (0.74 + 0.08 * u[:, 50]) * R, (0.60 + 0.08 * u[:, 51]) * R
     rot = 2 * math.pi * u[:, 52]
-    off = 0.15 * u[:, 53] * R
+    off = 0.10 * u[:, 53] * R
     cx, cy = off * torch.cos(rot + 2.0), off * torch.sin(rot + 2.0)
     nuc = _ellipse(x, y, _col(cx), _col(cy), _col(a), _col(b), _col(rot))
-    bite_d = b * (0.75 + 0.3 * u[:, 54])
+    bite_d = b * (0.95 + 0.2 * u[:, 54])
     bx, by = cx - bite_d * torch.sin(rot), cy + bite_d * torch.cos(rot)
-    return nuc & ~(torch.hypot(x - _col(bx), y - _col(by)) < _col((0.45 + 0.17 * u[:, 55]) * a))
+    return nuc & ~(torch.hypot(x - _col(bx), y - _col(by)) < _col((0.30 + 0.10 * u[:, 55]) * a))
 
 
 def _morphology(d: _Draws, labels: torch.Tensor, size: int, um: float):
@@ -300,8 +308,8 @@ def _morphology(d: _Draws, labels: torch.Tensor, size: int, um: float):
     hi = torch.tensor([MORPHOLOGY[c].diameter_um[1] for c in CLASSES])[labels]
     lym = labels == _CLS["lymphocyte"]
     small_lym = lym & (u[:, 1] < 0.75)  # mostly small lymphocytes, some large ones
-    lo = torch.where(lym, torch.where(small_lym, 6.5, 10.0), lo)
-    hi = torch.where(small_lym, 10.0, hi)
+    lo = torch.where(lym, torch.where(small_lym, 7.5, 10.0), lo)  # small 7-10 µm (Bain); 0.76× the
+    hi = torch.where(small_lym, 10.5, hi)  # neutrophil's diameter on real smears (Zheng et al. 2018)
     diameter = lo + (hi - lo) * u[:, 0]
     R = diameter / 2
     ccx, ccy = 0.8 * n[:, 0], 0.8 * n[:, 1]
@@ -357,8 +365,10 @@ def _morphology(d: _Draws, labels: torch.Tensor, size: int, um: float):
 
     # cytoplasm: ground colour with texture
     cyto_c = torch.tensor([MORPHOLOGY[c].cytoplasm for c in CLASSES])[labels]  # B × 3
+    # its mottling: ±40 % of the dye (sd), as the optical density of real cytoplasm varies by 35-50 % of
+    # its mean within a cell (Zheng et al. 2018 smears, measured by benchmarks/calibrate_synth.py)
     tex = _standardise(_blur(d.tex, 0.6 / um))
-    conc = torch.where(cytoplasm[:, None], cyto_c[:, :, None, None] * (1 + 0.12 * tex[:, None]), conc)
+    conc = torch.where(cytoplasm[:, None], cyto_c[:, :, None, None] * (1 + 0.4 * tex[:, None]).clamp(min=0), conc)
     # monocyte vacuoles: clear round holes in the cytoplasm
     mono = labels == _CLS["monocyte"]
     n_vac = _poisson(u[:, 56], 1.5, 4) * mono

@@ -13,9 +13,8 @@ import pandas as pd
 
 from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.bench.store import ResultStore
-from robustbench_wbc.data.splits import SPLITS
 from robustbench_wbc.data.synth import CLASSES
-from robustbench_wbc.report.leaderboard import current_rows
+from robustbench_wbc.report.leaderboard import current_rows, split_role
 
 METRICS = {"accuracy": "accuracy", "clean_nucleus_dice": "nucleus_dice", "clean_cytoplasm_dice": "cytoplasm_dice"}
 
@@ -43,14 +42,14 @@ def by_class(store: ResultStore, table: pd.DataFrame | None = None) -> pd.DataFr
         for label in g.index:
             for m in present:
                 parts.append({"model": c["model"], "model_seed": c["model_seed"], "split": c["split"],
-                              "role": SPLITS.get(c["split"]).role if c["split"] in SPLITS else "unknown",
+                              "role": split_role(c["split"]),
                               "class": CLASSES[int(label)], "n": int(g.loc[label, (m, "size")]),
                               "metric": METRICS[m], "value": float(g.loc[label, (m, "mean")])})
     return pd.DataFrame(parts)
 
 
-def by_class_markdown(per_class: pd.DataFrame, metric: str, roles: tuple[str, ...] = ("test", "ood")) -> str:
-    """Renders one metric as a markdown table: a row per model, a column per class and role (ID, OOD).
+def by_class_markdown(per_class: pd.DataFrame, metric: str, roles: tuple[str, ...] = ("test", "ood", "real")) -> str:
+    """Renders one metric as a markdown table: a row per model, a column per class and role (ID, OOD, real).
 
     Each number is the mean over the model's training seeds and over the role's splits, in %.
     """
@@ -59,7 +58,7 @@ def by_class_markdown(per_class: pd.DataFrame, metric: str, roles: tuple[str, ..
         return f"_No per-class {metric} in these results._\n"
     per_seed = sel.groupby(["model", "model_seed", "role", "class"])["value"].mean()
     wide = per_seed.groupby(["model", "role", "class"]).mean().unstack(["role", "class"])
-    names = {"test": "ID", "ood": "OOD"}
+    names = {"test": "ID", "ood": "OOD", "real": "real"}
     cols = [(r, k) for r in roles for k in CLASSES if (r, k) in wide.columns]
     lines = ["| model | " + " | ".join(f"{k} {names.get(r, r)}" for r, k in cols) + " |",
              "|---|" + "---|" * len(cols)]

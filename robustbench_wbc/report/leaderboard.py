@@ -47,14 +47,25 @@ def eps_label(eps: float, norm: str) -> str:
 
 
 SEED_KEYS = ["model", "model_seed"]
+REAL = "real"
+
+
+def split_role(split: str) -> str:
+    """The leaderboard's reading of a split: ``test`` (in distribution), ``ood`` (SynthWBC under another lab),
+    ``real`` (any split of real cells, ``--data``), or the split's own role (``probe``, ``corruption``, …)."""
+    if split not in SPLITS:
+        return "unknown"
+    d = SPLITS.get(split)
+    return REAL if d.synth is None else d.role
 
 
 def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     """Gives one row per model: labels used, clean ID/OOD accuracy, robust accuracy, Dice.
 
-    Clean numbers come from the in-distribution test split (role ``test``) and the mean over OOD
-    splits; robust accuracy is on the in-distribution test split under attacks on the class head,
-    one column per attack and eps; Dice under attack is the worst over attacks on the mask head at
+    Clean numbers come from the in-distribution test split (role ``test``), the mean over SynthWBC's
+    OOD splits, and (columns ``real_*``, where the table has them) the mean over splits of real cells;
+    robust accuracy is on the in-distribution test split under attacks on the class head, one column
+    per attack and eps; Dice under attack is the worst over attacks on the mask head at
     the model's largest eps.
 
     Each number is first worked out per training seed (``seeds`` says how many) from that seed's
@@ -69,7 +80,7 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     table = current_rows(table)
     ok = table[table["status"] == "ok"].copy()
-    ok["role"] = ok["split"].map(lambda s: SPLITS.get(s).role if s in SPLITS else "unknown")
+    ok["role"] = ok["split"].map(split_role)
     models = table.drop_duplicates("model").set_index("model")
     board = pd.DataFrame(index=models.index)
     board["family"] = models["family"]
@@ -99,6 +110,11 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     for part in ("nucleus", "cytoplasm"):
         per_seed[f"{part}_dice_id"] = mean_of(clean, f"{part}_dice", "test")
         per_seed[f"{part}_dice_ood"] = mean_of(clean, f"{part}_dice", "ood")
+    if (clean["role"] == REAL).any():  # the sim-to-real gap: real cells, for models trained on generated ones
+        per_seed["real_acc"] = mean_of(clean, "accuracy", REAL)
+        per_seed["real_balanced_acc"] = mean_of(clean, "balanced_accuracy", REAL)
+        for part in ("nucleus", "cytoplasm"):
+            per_seed[f"{part}_dice_real"] = mean_of(clean, f"{part}_dice", REAL)
     seg_adv = attacked[(attacked["metric"] == "nucleus_dice") & (attacked["role"] == "test")
                        & (attacked["target"] == "seg")]
     if not seg_adv.empty:  # every seed at the model's largest eps
@@ -166,6 +182,8 @@ HEADERS = {
     "nucleus_dice_adv": "nucleus Dice under seg attack %", "nucleus_dice_adv_eps": "seg attack eps",
     "failed_cells": "failed cells", "worst_robust_acc": "worst robust acc %",
     "worst_robust_eps": "worst at eps",
+    "real_acc": "real acc %", "real_balanced_acc": "real balanced acc %",
+    "nucleus_dice_real": "real nucleus Dice %", "cytoplasm_dice_real": "real cytoplasm Dice %",
 }
 
 
