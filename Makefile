@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 OUT    ?= runs/demo
 
-.PHONY: demo test lint clean
+REAL   ?= ../shared/data/zheng2018-dataset1
+
+.PHONY: demo real test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,13 @@ demo: $(VENV)/.installed
 	$(BIN)/wbc-robust run --models all --splits synth:test --attacks fgsm,pgd --eps 2/255,8/255 --out $(OUT)
 	$(BIN)/wbc-robust run --models all --splits synth:ood-lab-b --attacks none --out $(OUT)
 	$(BIN)/wbc-robust leaderboard --out $(OUT) --write $(OUT)/LEADERBOARD.md
+
+# The sim-to-real gap: the zoo (trained on SynthWBC only) on real cells with expert masks, then
+# fine-tuned on a few of them (5-fold cross-validation). REAL is a Zheng2018-layout folder.
+real: $(VENV)/.installed
+	$(BIN)/wbc-robust run --models all --data zheng2018=$(REAL) --splits zheng2018:all --attacks none --n-images 300 --out $(OUT)
+	$(BIN)/wbc-robust leaderboard --out $(OUT) --write $(OUT)/LEADERBOARD.md
+	$(BIN)/wbc-robust finetune --data zheng2018=$(REAL) --out $(OUT)/finetune
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

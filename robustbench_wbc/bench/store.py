@@ -13,21 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from robustbench_wbc.atomic import atomic_write_parquet
+
 CELLS, SAMPLES = "cells", "samples"
-
-
-def _atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            df.to_parquet(f, index=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ResultStore:
@@ -59,8 +47,8 @@ class ResultStore:
         if rows.empty:
             raise ValueError(f"cell {cell_id}: no rows to store")
         if samples is not None:
-            _atomic_write_parquet(samples, self.root / SAMPLES / f"{cell_id}.parquet")
-        _atomic_write_parquet(rows, self._cell_path(cell_id))
+            atomic_write_parquet(samples, self.root / SAMPLES / f"{cell_id}.parquet")
+        atomic_write_parquet(rows, self._cell_path(cell_id))
 
     def table(self) -> pd.DataFrame:
         """Gives the tidy table: every stored cell's rows, in a stable order."""
@@ -79,7 +67,7 @@ class ResultStore:
         """Writes the whole table as ``results.parquet`` and ``results.csv``; gives their paths."""
         df = self.table()
         pq, csv = self.root / "results.parquet", self.root / "results.csv"
-        _atomic_write_parquet(df, pq)
+        atomic_write_parquet(df, pq)
         fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=self.root)
         with os.fdopen(fd, "w") as f:
             df.to_csv(f, index=False)

@@ -8,6 +8,7 @@ import typer
 
 from robustbench_wbc._version import __version__
 from robustbench_wbc.cli.data import data_app
+from robustbench_wbc.cli.finetune import finetune
 from robustbench_wbc.cli.leaderboard import leaderboard
 from robustbench_wbc.cli.listing import attacks_app, models_app, splits_app, train
 from robustbench_wbc.cli.run import run
@@ -17,6 +18,7 @@ app = typer.Typer(name="wbc-robust", no_args_is_help=True, add_completion=False,
 app.command()(run)
 app.command()(leaderboard)
 app.command()(train)
+app.command()(finetune)
 app.add_typer(models_app, name="models")
 app.add_typer(attacks_app, name="attacks")
 app.add_typer(splits_app, name="splits")

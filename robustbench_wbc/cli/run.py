@@ -31,12 +31,17 @@ from robustbench_wbc.models.zoo import MODELS, with_seeds
 DEFAULT_OUT = Path("wbc-robust-out")
 
 
-def parse_seeds(text: str) -> list[int]:
-    """Parses ``"0,1,2"`` into seeds; anything else is a usage error."""
+def parse_ints(text: str, option: str, example: str = "0,1,2") -> list[int]:
+    """Parses ``"0,1,2"`` into non-negative integers; anything else is a usage error naming ``option``."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts or not all(p.isdigit() for p in parts):
-        raise typer.BadParameter(f"malformed {text!r}: write non-negative integers, e.g. 0,1,2", param_hint="--seeds")
+        raise typer.BadParameter(f"malformed {text!r}: write non-negative integers, e.g. {example}", param_hint=option)
     return [int(p) for p in parts]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parses ``--seeds 0,1,2``."""
+    return parse_ints(text, "--seeds")
 
 
 class Track(str, Enum):

@@ -110,6 +110,65 @@ def training_data_card(r: Recipe) -> dict:
             "labels_sha256": data.content_hash(pixels=False)}
 
 
+def fit(model: torch.nn.Module, train: SplitData, r: Recipe, g: torch.Generator, val: SplitData | None = None,
+        name: str = "", progress: ProgressFn | None = None) -> tuple[dict[str, float], int]:
+    """Trains ``model`` on ``train`` by ``r`` (its loss, optimiser, schedule and steps); gives
+    ``(validation metrics of the kept step, that step)`` and leaves the model in eval mode.
+
+    With ``val``, the model is evaluated every ``val_every`` steps, the best state is kept and
+    training stops after ``patience`` evaluations without improvement; without, it trains all
+    ``steps`` and keeps the last state. With ``adv_train`` each batch is replaced by its FGSM-RS
+    perturbation, and validation adds robust accuracy under PGD-5 at the training eps.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=r.steps, pct_start=0.15)
+    best_score, best_state, best_metrics, best_step, stale = -1.0, None, {}, r.steps, 0
+    step = 0
+    n = len(train)
+    while step < r.steps:
+        order = torch.randperm(n, generator=g)
+        for i in range(0, n, r.batch_size):
+            if step >= r.steps:
+                break
+            idx = order[i:i + r.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            x, m = _augment(train.images[idx], None if train.masks is None else train.masks[idx], g)
+            loss_fn = functools.partial(training_loss, r, labels=train.labels[idx], masks=m)
+            model.train()
+            if r.adv_train == "fgsm-rs":
+                x = fgsm_rs(model, x, loss_fn, r.adv_eps, g)
+            loss = loss_fn(model(x))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if val is not None and (step % r.val_every == 0 or step == r.steps):
+                metrics = evaluate(model, val)
+                if r.adv_train:  # on the first ROBUST_VAL_IMAGES (class-balanced): PGD costs 6 passes an image
+                    metrics["robust_accuracy"] = robust_accuracy(model, val.subset(ROBUST_VAL_IMAGES), r.adv_eps)
+                score = selection_score(metrics)
+                if score > best_score:
+                    best_score, best_metrics, best_step, stale = score, metrics, step, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+                logger.info("%s step %d loss %.3f val %s", name, step, loss.item(), metrics)
+                if progress:
+                    progress(step, r.steps, metrics)
+                if stale >= r.patience:
+                    logger.info("%s: early stop at step %d (best %d)", name, step, best_step)
+                    step = r.steps
+                    break
+            elif val is None and progress and (step % r.val_every == 0 or step == r.steps):
+                progress(step, r.steps, {"loss": loss.item()})
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return best_metrics, best_step
+
+
 def train_model(entry: ModelEntry, progress: ProgressFn | None = None
                 ) -> tuple[torch.nn.Module, dict[str, float], dict]:
     """Trains ``entry`` by its recipe; gives ``(model in eval mode, val metrics, facts for the card)``.
@@ -125,51 +184,8 @@ def train_model(entry: ModelEntry, progress: ProgressFn | None = None
     model = entry.builder()
     train = SPLITS.get(r.train_split).load(r.train_images, r.image_size)
     val = SPLITS.get("synth:val").load(r.val_images, r.image_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=r.steps, pct_start=0.15)
-
-    best_score, best_state, best_metrics, best_step, stale = -1.0, None, {}, 0, 0
     t0 = time.perf_counter()
-    step = 0
-    n = len(train)
-    while step < r.steps:
-        order = torch.randperm(n, generator=g)
-        for i in range(0, n, r.batch_size):
-            if step >= r.steps:
-                break
-            idx = order[i:i + r.batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            x, m = _augment(train.images[idx], train.masks[idx], g)
-            loss_fn = functools.partial(training_loss, r, labels=train.labels[idx], masks=m)
-            model.train()
-            if r.adv_train == "fgsm-rs":
-                x = fgsm_rs(model, x, loss_fn, r.adv_eps, g)
-            loss = loss_fn(model(x))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if step % r.val_every == 0 or step == r.steps:
-                metrics = evaluate(model, val)
-                if r.adv_train:  # on the first ROBUST_VAL_IMAGES (class-balanced): PGD costs 6 passes an image
-                    metrics["robust_accuracy"] = robust_accuracy(model, val.subset(ROBUST_VAL_IMAGES), r.adv_eps)
-                score = selection_score(metrics)
-                if score > best_score:
-                    best_score, best_metrics, best_step, stale = score, metrics, step, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    stale += 1
-                logger.info("%s step %d loss %.3f val %s", entry.id, step, loss.item(), metrics)
-                if progress:
-                    progress(step, r.steps, metrics)
-                if stale >= r.patience:
-                    logger.info("%s: early stop at step %d (best %d)", entry.id, step, best_step)
-                    step = r.steps
-                    break
-    model.load_state_dict(best_state)
-    model.eval()
+    best_metrics, best_step = fit(model, train, r, g, val, entry.id, progress)
     facts = {
         "train_time_s": round(time.perf_counter() - t0, 2),
         "train_steps": best_step,

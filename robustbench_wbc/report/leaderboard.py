@@ -52,11 +52,11 @@ REAL = "real"
 
 def split_role(split: str) -> str:
     """The leaderboard's reading of a split: ``test`` (in distribution), ``ood`` (SynthWBC under another lab),
-    ``real`` (any split of real cells, ``--data``), or the split's own role (``probe``, ``corruption``, …)."""
-    if split not in SPLITS:
-        return "unknown"
-    d = SPLITS.get(split)
-    return REAL if d.synth is None else d.role
+    ``real`` (any split of real cells: every id not ``synth:…``, registered in this process or not),
+    or the split's own role (``probe``, ``corruption``, …)."""
+    if not split.startswith("synth:"):
+        return REAL
+    return SPLITS.get(split).role if split in SPLITS else "unknown"
 
 
 def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
