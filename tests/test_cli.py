@@ -20,7 +20,8 @@ from robustbench_wbc.models.zoo_cards import ZooCard
 REPO = Path(__file__).resolve().parents[1]
 
 COMMANDS = [[], ["run"], ["leaderboard"], ["models"], ["models", "list"], ["models", "train"], ["train"],
-            ["models", "cards"], ["data", "compare"], ["finetune"], ["attacks"], ["attacks", "list"], ["splits"], ["splits", "list"]]
+            ["models", "cards"], ["data", "compare"], ["finetune"], ["attacks"], ["attacks", "list"],
+            ["splits"], ["splits", "list"]]
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "wbc-robust")
