@@ -15,9 +15,17 @@ def home() -> Path:
     return (Path(xdg) / "robustbench_wbc").resolve()
 
 
+PROFILE_ENV = "WBC_ROBUST_PROFILE"
+
+
+def profile_name() -> str:
+    """Gives the training profile's name, ``$WBC_ROBUST_PROFILE`` (``default`` when unset or empty)."""
+    return os.environ.get(PROFILE_ENV, "") or "default"
+
+
 def checkpoint_dir(model_id: str) -> Path:
     """Gives the directory holding one model's weights and card (under ``checkpoints/<profile>/``
     for a training profile other than the default, ``$WBC_ROBUST_PROFILE``)."""
-    profile = os.environ.get("WBC_ROBUST_PROFILE", "default") or "default"
+    profile = profile_name()
     root = home() / "checkpoints"
     return root / model_id if profile == "default" else root / profile / model_id

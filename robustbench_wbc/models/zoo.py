@@ -7,11 +7,11 @@ The top-level ``models/`` cards are written from here (``wbc-robust models cards
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from robustbench_wbc.models.networks import WBCNet
+from robustbench_wbc.paths import PROFILE_ENV, profile_name
 from robustbench_wbc.registry import Registry
 
 ADV_TRAINING = ("", "fgsm-rs")
@@ -114,12 +114,11 @@ PROFILES = {
     # 14,500 labelled / 1,000 masked images at 128 px, 1,600 steps: about an hour for the clean zoo on 2 cores
     "paper": Profile("paper", images=10, steps=4, image_size=128, val_images=500),
 }
-PROFILE_ENV = "WBC_ROBUST_PROFILE"
 
 
 def active_profile() -> Profile:
     """Gives the profile named by ``$WBC_ROBUST_PROFILE`` (``default`` when unset)."""
-    name = os.environ.get(PROFILE_ENV, "default") or "default"
+    name = profile_name()
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r} in ${PROFILE_ENV}; expected one of {sorted(PROFILES)}")
     return PROFILES[name]
