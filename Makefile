@@ -7,7 +7,7 @@ OUT    ?= runs/demo
 
 REAL   ?= ../shared/data/zheng2018-dataset1
 
-.PHONY: demo real test lint clean
+.PHONY: demo real test lint example-plugin clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ real: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
+
+# The entry-point path, as a plugin author uses it: install attacks/examples/ as a package, see its
+# attacks listed, and run one on a tiny model (CI runs this after the tests).
+example-plugin: $(VENV)/.installed
+	$(PIP) -e attacks/examples
+	$(BIN)/wbc-robust attacks list 'fgsm-ll' | grep -q fgsm-ll
+	$(BIN)/wbc-robust run --models tiny_cls --splits synth:test --attacks noise-linf,fgsm-ll --eps 8/255 --n-images 32 --out runs/example-plugin
+	$(BIN)/python -m pip uninstall -q -y wbc-example-plugin
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check robustbench_wbc tests attacks

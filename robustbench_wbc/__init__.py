@@ -24,7 +24,7 @@ from robustbench_wbc.bench import Cell, ResultStore, run
 from robustbench_wbc.bench.custom import benchmark
 from robustbench_wbc.data import CLASSES, SPLITS, Domain, SplitData, generate
 from robustbench_wbc.models import MODELS, ModelCard, WBCNet, list_models, load_model, register_model
-from robustbench_wbc.models.plugins import load_model_plugin
+from robustbench_wbc.plugins import load_model_plugin
 from robustbench_wbc.report import leaderboard, to_markdown
 
 __all__ = [

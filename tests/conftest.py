@@ -88,19 +88,24 @@ def bench_table(bench_run):
 
 @pytest.fixture
 def restore_attacks():
-    """Removes any attack a test registers, and restores the plugin-loading state."""
+    """Removes any attack a test registers (plugin files included), and restores the plugin-loading state."""
+    from robustbench_wbc import plugins as plugins_mod
+
     before = set(ATTACKS._entries)
     loaded = ATTACKS._plugins_loaded
+    files = dict(plugins_mod._LOADED)
     yield
     for name in set(ATTACKS._entries) - before:
         ATTACKS.remove(name)
     ATTACKS._plugins_loaded = loaded
+    plugins_mod._LOADED.clear()
+    plugins_mod._LOADED.update(files)
 
 
 @pytest.fixture
 def restore_models():
     """Removes any model a test registers (plugins included), so the registry matches the committed cards again."""
-    from robustbench_wbc.models import plugins as plugins_mod
+    from robustbench_wbc import plugins as plugins_mod
 
     before = set(MODELS._entries)
     loaded = dict(plugins_mod._LOADED)

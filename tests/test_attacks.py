@@ -22,11 +22,11 @@ from robustbench_wbc.attacks.base import SENSIBLE_EPS
 from robustbench_wbc.data import SPLITS
 
 # (attack, model, target): every registered attack against each head it supports
+TARGET_MODEL = {"cls": "tiny_cls", "seg": "tiny_unet", "joint": "tiny_multitask"}
 ATTACK_CASES = [
-    pytest.param(a, model, target, id=f"{a}-{target}")
+    pytest.param(a, TARGET_MODEL[target], target, id=f"{a}-{target}")
     for a in ATTACKS.list()
-    for model, target in (("tiny_cls", "cls"), ("tiny_unet", "seg"))
-    if target in ATTACKS.get(a).targets
+    for target in ATTACKS.get(a).targets
 ]
 
 
@@ -116,11 +116,15 @@ def test_check_rejects_linf_violation(x):
         check_threat_model(x, adv, "linf", eps)
 
 
-def test_check_tolerates_rounding_only(x):
+def test_check_tolerates_float32_rounding_only(x):
+    """x + eps rounded to float32 may measure half a float past eps in float64: tolerated; 1e-5 relative is not."""
     eps = 4 / 255
-    check_threat_model(x, x + eps + 1e-6, "linf", eps)
+    check_threat_model(x, x + eps, "linf", eps)
+    check_threat_model(x, (x.double() + eps * (1 + 5e-7)), "linf", eps)
     with pytest.raises(ThreatModelViolation):
-        check_threat_model(x, x + eps + 1e-3, "linf", eps)
+        check_threat_model(x, x.double() + eps * (1 + 1e-4), "linf", eps)
+    with pytest.raises(ThreatModelViolation):
+        check_threat_model(x, x + eps + 1e-6, "linf", eps)
 
 
 @pytest.mark.parametrize(("value", "match"), [(1.5, r"\[0, 1\]"), (-0.2, r"\[0, 1\]"),
@@ -164,8 +168,8 @@ def test_attack_entries_are_well_formed():
 
 def test_spec_rejects_unsupported_target():
     @register_attack(norm="linf", backend="test", default_eps=(1 / 255,), targets=("cls",))
-    def cls_only_test_attack(model, spec):
-        return lambda images, targets: images
+    def cls_only_test_attack(model, eps):
+        return lambda images, labels: images
 
     try:
         entry = ATTACKS.get("cls_only_test_attack")
@@ -269,14 +273,14 @@ def cheating_attacks(restore_attacks):
     """Two registered attacks that exceed their L∞ budget: raw (leaves [0,1]) and clamped."""
 
     @register_attack(norm="linf", backend="test", default_eps=(8 / 255,))
-    def cheat_raw_test(model, spec):
+    def cheat_raw_test(model, eps):
         """Adds twice the budget."""
-        return lambda images, targets: images + 2 * spec.eps
+        return lambda images, labels: images + 2 * eps
 
     @register_attack(norm="linf", backend="test", default_eps=(8 / 255,))
-    def cheat_clamped_test(model, spec):
+    def cheat_clamped_test(model, eps):
         """Adds twice the budget, kept in [0, 1]."""
-        return lambda images, targets: (images + 2 * spec.eps).clamp(0, 1)
+        return lambda images, labels: (images + 2 * eps).clamp(0, 1)
 
     return {"cheat_raw_test": r"\[0, 1\]|exceeds eps", "cheat_clamped_test": "exceeds eps"}
 

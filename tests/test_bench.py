@@ -179,8 +179,9 @@ def test_one_clean_accuracy_row_per_model_and_split(bench_table):
     unet = t[t["model"] == "tiny_unet"]
     assert not unet["metric"].isin(["accuracy", "robust_accuracy", "attack_success_rate"]).any()
     unet_clean = unet[unet["attack"] == CLEAN]
-    assert set(unet_clean["metric"]) == {"nucleus_dice", "cytoplasm_dice", "nucleus_iou", "cytoplasm_iou"}
-    assert len(unet_clean) == 4 * len(BENCH_SPLITS)
+    assert set(unet_clean["metric"]) == {"nucleus_dice", "cytoplasm_dice", "nucleus_iou", "cytoplasm_iou",
+                                         "zero_grad_fraction", "output_randomness"}  # the model checks
+    assert len(unet_clean) == 6 * len(BENCH_SPLITS)
 
 
 def test_robust_accuracy_never_exceeds_clean(bench_table):

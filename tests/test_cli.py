@@ -179,7 +179,7 @@ def test_e2e_leaderboard_csv(cli, e2e_out, tmp_path):
     assert board["rank"].tolist() == [1, 2, 3]
     robust = [c for c in board.columns if "@" in c and not c.endswith("_sd")]
     assert all(board[f"{c}_sd"].isna().all() for c in robust)  # one training seed: no spread
-    assert sorted(robust) == ["fgsm@2/255", "fgsm@8/255", "pgd@2/255", "pgd@8/255"]
+    assert sorted(robust) == ["ensemble@2/255", "ensemble@8/255", "fgsm@2/255", "fgsm@8/255", "pgd@2/255", "pgd@8/255"]
     for _, row in board.iterrows():
         if row["family"] == "unet":
             assert pd.isna(row["clean_acc_id"]) and all(pd.isna(row[c]) for c in robust)
@@ -187,6 +187,9 @@ def test_e2e_leaderboard_csv(cli, e2e_out, tmp_path):
         else:
             for c in robust:
                 assert row[c] <= row["clean_acc_id"] + 1e-12, (row["model"], c)
+            for eps in ("2/255", "8/255"):  # the per-image worst case is below every attack's
+                assert row[f"ensemble@{eps}"] <= min(row[f"fgsm@{eps}"], row[f"pgd@{eps}"]) + 1e-12
+            assert row["worst_robust_acc"] == row["ensemble@8/255"]
 
 
 def test_e2e_leaderboard_markdown(cli, e2e_out):
@@ -201,9 +204,9 @@ def test_e2e_leaderboard_markdown(cli, e2e_out):
 
 def test_run_with_cheating_attack_exits_1(cli, tmp_path, restore_attacks, tiny_cards):
     @register_attack(norm="linf", backend="test", default_eps=(8 / 255,))
-    def cheat_cli_test(model, spec):
+    def cheat_cli_test(model, eps):
         """Adds twice the budget."""
-        return lambda images, targets: (images + 2 * spec.eps).clamp(0, 1)
+        return lambda images, labels: (images + 2 * eps).clamp(0, 1)
 
     result = cli.invoke(app, ["run", "--models", "tiny_cls", "--splits", "synth:test", "--attacks",
                               "cheat_cli_test", "--n-images", "10", "--out", str(tmp_path)])

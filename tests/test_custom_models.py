@@ -13,7 +13,7 @@ from robustbench_wbc.bench import ResultStore
 from robustbench_wbc.bench.custom import HeadDict, custom_card, infer_family, state_dict_sha256
 from robustbench_wbc.data import CLASSES
 from robustbench_wbc.models import MODELS, WBCNet, list_models
-from robustbench_wbc.models.plugins import load_model_plugin
+from robustbench_wbc.plugins import load_model_plugin
 from robustbench_wbc.registry import PluginError
 
 SIZE, N, EPS = 32, 8, [2 / 255]
@@ -79,7 +79,7 @@ def test_benchmark_multitask_dict_model_gives_dice(tmp_path):
     table = rw.benchmark(model, name="my_multitask", out=tmp_path, **SMALL)
     assert set(table["status"]) == {"ok"} and set(table["family"]) == {"multitask"}
     assert {"accuracy", "nucleus_dice", "cytoplasm_dice"} <= _metrics(table, "none")
-    assert set(table.loc[table["attack"] == "fgsm", "target"]) == {"cls", "seg"}
+    assert set(table.loc[table["attack"] == "fgsm", "target"]) == {"cls", "seg", "joint"}
     assert {"robust_accuracy", "nucleus_dice"} <= _metrics(table, "fgsm")
     assert not model.training
     # written through the result store, exported as run() does; a second call reuses the cells

@@ -14,7 +14,7 @@ from robustbench_wbc.models import MODELS
 from robustbench_wbc.registry import PluginError, Registry, UnknownNameError
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_PLUGIN = REPO / "attacks" / "example_plugin"
+EXAMPLE_PLUGIN = REPO / "attacks" / "examples"
 
 
 @pytest.fixture
@@ -185,9 +185,9 @@ def test_entry_point_plugin_registers_an_attack(tmp_path, monkeypatch, restore_a
     (tmp_path / "fakeplug_mod.py").write_text(
         "from robustbench_wbc.attacks import register_attack\n\n"
         "@register_attack(norm='linf', backend='fake', default_eps=(1/255,), targets=('cls',))\n"
-        "def fake_plugin_attack(model, spec):\n"
+        "def fake_plugin_attack(model, eps):\n"
         "    '''A plugin attack that changes nothing.'''\n"
-        "    return lambda images, targets: images.clone()\n"
+        "    return lambda images, labels: images.clone()\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "fake_plugin_attack" not in ATTACKS._entries
@@ -236,31 +236,30 @@ def test_plugin_failing_on_import_raises_plugin_error(tmp_path, monkeypatch, res
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
-def test_example_plugin_noise_linf(tmp_path, monkeypatch, restore_attacks, forget_modules, load_tiny):
-    """The repository's example plugin, installed as an entry point, runs within its budget."""
+def test_example_plugin_attacks(tmp_path, monkeypatch, restore_attacks, forget_modules, load_tiny):
+    """The repository's example plugin, installed as an entry point: a factory and a torchattacks subclass,
+    each within its budget. (CI also pip-installs it: `make example-plugin`.)"""
     assert (EXAMPLE_PLUGIN / "wbc_example_plugin" / "attacks.py").is_file()
     forget_modules.append("wbc_example_plugin")
     _make_dist(tmp_path, "wbc_example_plugin", "robustbench_wbc.attacks",
                {"example": "wbc_example_plugin.attacks"})
     monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN))
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert "noise_linf" not in ATTACKS._entries
+    assert "noise-linf" not in ATTACKS._entries
     ATTACKS._plugins_loaded = False
-    assert "noise_linf" in ATTACKS.list()
-    entry = ATTACKS.get("noise_linf")
-    assert entry.norm == "linf" and entry.backend == "example"
-
+    assert {"noise-linf", "fgsm-ll"} <= set(ATTACKS.list())
     data = SPLITS.get("synth:test").load(20, 32)
     eps = 8 / 255
-    for model_id, target in (("tiny_cls", "cls"), ("tiny_unet", "seg")):
-        model = load_tiny(model_id)
-        attack = build_attack(entry.spec(eps, target, samples=2), model)
+    model = load_tiny("tiny_cls")
+    for attack_id, params in (("noise-linf", {"samples": 2}), ("fgsm-ll", {})):
+        entry = ATTACKS.get(attack_id)
+        assert entry.norm == "linf" and entry.backend == "example" and entry.targets == ("cls",)
+        attack = build_attack(entry.spec(eps, "cls", **params), model)
         torch.manual_seed(0)
-        adv = attack(data.images, data.labels, data.masks)
+        adv = attack(data.images, data.labels, None)
         check_threat_model(data.images, adv, "linf", eps)
-        delta = (adv - data.images).abs()
-        assert delta.max().item() == pytest.approx(eps, abs=1e-6)
-        assert not model.training
+        assert (adv - data.images).abs().max().item() == pytest.approx(eps, abs=1e-6)
+        assert attack.passes[0] > 0 and not model.training
 
 
 def test_lookup_falls_back_to_lower_case():

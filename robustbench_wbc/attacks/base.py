@@ -1,17 +1,29 @@
-"""Attack specs, the attack registry, eps parsing and the threat-model check.
+"""Attack specs, the attack registry, eps parsing, pass counting and the threat-model check.
 
-An attack is registered by a builder ``builder(head_model, spec) -> fn(images, targets) -> adv``;
-``head_model`` returns one tensor (class logits, or per-pixel mask logits), ``targets`` are the
-class labels or the masks accordingly. :func:`build_attack` turns a spec and a dict-returning
-model into ``attack(images, labels, masks) -> adv_images`` whose every output is checked against
-the threat model before it is returned.
+Two kinds of attack are registered:
+
+* **head attacks** — the plugin contract, and how torchattacks, ART and the original AutoAttack
+  are wrapped: a factory ``f(model, eps, **params)`` that returns a callable
+  ``(images, labels) -> adv_images``, where ``model`` returns one tensor (class logits, or the
+  per-pixel mask logits when the attack declares the ``seg`` target, ``labels`` then being the
+  masks). A ``torchattacks.Attack`` subclass whose ``__init__`` takes ``(model, eps, ...)`` is such
+  a factory.
+* **engine attacks** — subclasses of :class:`robustbench_wbc.attacks.engine.Attack`, the suite's
+  own: they see the whole dict-returning model and climb the loss of ``cls``, ``seg`` or ``joint``.
+
+:func:`build_attack` turns either into ``attack(images, labels, masks, active=None)``: it attacks
+only the ``active`` samples (the ones still robust; the rest are returned unchanged), counts the
+model's forward and backward passes, freezes the weights, and checks every output against the
+threat model before returning it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -22,9 +34,17 @@ from robustbench_wbc.models.networks import HeadView
 from robustbench_wbc.registry import Registry
 
 NORMS = ("linf", "l2")
-TARGETS = ("cls", "seg")
+TARGETS = ("cls", "seg", "joint")
 # Beyond these, an image is no longer "the same image": refuse unless forced.
 SENSIBLE_EPS = {"linf": 64 / 255, "l2": 16.0}
+# Default budgets per norm. L∞: RobustBench's 8/255 and the smaller ones where standard-trained
+# models break. L2: RobustBench's CIFAR-10 budget is 0.5 on 32×32×3 images; on 64×64×3 the same
+# per-pixel change has twice the L2 norm, so 1.0 here corresponds to it, with 0.25 and 0.5 below.
+DEFAULT_EPS = {"linf": (1 / 255, 2 / 255, 4 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)}
+# The check's tolerance: 1e-6 of eps, plus the float32 spacing of pixel values near 1 (2**-23),
+# which an honest attack computing in float32 can reach when it projects onto the ball.
+REL_TOL = 1e-6
+FLOAT32_SPACING = 2.0 ** -23
 
 AttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -45,22 +65,28 @@ class AttackSpec:
     norm: str
     eps: float
     target: str = "cls"
-    backend: str = "torchattacks"
+    backend: str = "wbc"
     params: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class AttackEntry:
-    """A registered attack: its builder and what it declares about itself."""
+    """A registered attack: its factory and what it declares about itself.
+
+    ``engine`` is true for the suite's own attacks (subclasses of ``engine.Attack``), which see the
+    whole model; the others see one head. ``base`` names the attack a preset derives from.
+    """
 
     id: str
-    builder: Callable[[nn.Module, AttackSpec], AttackFn]
+    factory: Callable
     norm: str
     backend: str
     default_eps: tuple[float, ...]
     targets: tuple[str, ...]
     params: dict
     description: str
+    engine: bool = False
+    base: str = ""
 
     def spec(self, eps: float, target: str, **params) -> AttackSpec:
         """Gives the spec of this attack at ``eps`` against the ``target`` head."""
@@ -73,29 +99,98 @@ ATTACKS: Registry[AttackEntry] = Registry("attack", group="robustbench_wbc.attac
                                           list_command="attacks list")
 
 
-def register_attack(*, norm: str, backend: str, default_eps: tuple[float, ...],
-                    targets: tuple[str, ...] = TARGETS, **params):
-    """Registers the decorated builder as an attack whose id is the function's name.
+def _is_engine(obj) -> bool:
+    from robustbench_wbc.attacks.engine import Attack
+
+    return inspect.isclass(obj) and issubclass(obj, Attack)
+
+
+def register_attack(name: str | None = None, *, norm: str, backend: str | None = None,
+                    default_eps: tuple[float, ...] | None = None, targets: tuple[str, ...] | None = None,
+                    **params):
+    """Registers the decorated factory (or attack class) as an attack.
+
+    Example::
+
+        @register_attack("noise", norm="linf")
+        def noise(model, eps, samples=1):
+            return lambda images, labels: (images + eps * torch.randn_like(images).sign()).clamp(0, 1)
 
     Args:
+        name: the attack's id; by default the function's (or class's) name.
         norm: the threat model's norm, ``linf`` or ``l2``.
-        backend: the library that does the work (``torchattacks``, ``art``, ``own``, a plugin's).
-        default_eps: the eps values run when the user gives none.
-        targets: the heads it can attack: ``cls`` (class logits), ``seg`` (mask logits).
-        **params: default parameters, recorded with every result.
+        backend: the library that does the work, recorded with every result (``wbc`` for the
+            suite's own engine, ``torchattacks``, ``art``, ``autoattack``; ``plugin`` by default).
+        default_eps: the eps values run when the user gives none (default: the norm's).
+        targets: the heads it can attack: ``cls`` (class logits), ``seg`` (mask logits; a head
+            attack then gets the masks as labels), ``joint`` (engine attacks only). Default:
+            ``("cls",)`` for a factory, the class's own ``targets`` for an engine attack.
+        **params: default parameters, passed to the factory and recorded with every result.
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
     def deco(fn):
-        if fn.__name__.lower() == "none":
+        attack_id = (name or fn.__name__).lower()
+        if attack_id == "none":
             raise ValueError("'none' names the clean cells (no attack); give the attack another name")
+        engine = _is_engine(fn)
+        tgts = tuple(targets or (fn.targets if engine else ("cls",)))
+        bad = [t for t in tgts if t not in TARGETS or (t == "joint" and not engine)]
+        if bad:
+            raise ValueError(f"attack {attack_id!r}: unsupported targets {bad}; a factory takes 'cls' and "
+                             f"'seg', an engine attack also 'joint'")
+        eps = tuple(DEFAULT_EPS[norm] if default_eps is None else default_eps)
         doc = (fn.__doc__ or "").strip().splitlines()
-        ATTACKS.add(fn.__name__, AttackEntry(fn.__name__, fn, norm, backend, tuple(default_eps),
-                                             tuple(targets), params, doc[0] if doc else ""))
+        ATTACKS.add(attack_id, AttackEntry(attack_id, fn, norm, backend or ("wbc" if engine else "plugin"), eps,
+                                           tgts, params, doc[0] if doc else "", engine))
         return fn
 
     return deco
+
+
+def derive_attack(attack_id: str, base: str, *, default_eps: tuple[float, ...] | None = None,
+                  targets: tuple[str, ...] | None = None, description: str = "", **params) -> AttackEntry:
+    """Registers ``attack_id`` as ``base`` with other defaults (a preset); gives the new entry."""
+    b = ATTACKS.get(base)
+    tgts = tuple(targets or b.targets)
+    if not set(tgts) <= set(b.targets):
+        raise ValueError(f"preset {attack_id!r}: its base {base!r} supports only targets {b.targets}")
+    unknown = set(params) - set(b.params) if not _accepts_any(b.factory) else set()
+    if unknown:
+        raise ValueError(f"preset {attack_id!r}: {base!r} has no parameter(s) {sorted(unknown)}; "
+                         f"it takes {sorted(b.params)}")
+    entry = AttackEntry(attack_id, b.factory, b.norm, b.backend, tuple(default_eps or b.default_eps), tgts,
+                        {**b.params, **params}, description or f"{b.description} (preset of {base})",
+                        b.engine, base)
+    return ATTACKS.add(attack_id, entry)
+
+
+def _accepts_any(fn) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def with_backend(attack_ids: list[str], backend: str) -> list[str]:
+    """Gives each attack's id in ``backend``: ``pgd`` → ``pgd@art`` (``--backend art``).
+
+    Raises:
+        ValueError: an attack has no implementation in ``backend``; the message lists those it has.
+    """
+    out = []
+    for a in attack_ids:
+        name = a.split("@")[0]
+        candidates = [i for i in ATTACKS.list() if i.split("@")[0] == name]
+        found = [i for i in candidates if ATTACKS.get(i).backend == backend]
+        if not found:
+            have = sorted({ATTACKS.get(i).backend for i in candidates})
+            raise ValueError(f"attack {name!r} has no {backend!r} backend; it has {have}: "
+                             f"write e.g. --attacks {name}@{have[0]}" if have else f"unknown attack {name!r}")
+        out.append(found[0])
+    return out
 
 
 _EPS_RE = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)(\s*/\s*(\d+(\.\d*)?|\.\d+))?\s*$", re.ASCII)
@@ -134,12 +229,30 @@ def parse_eps(text: str, norm: str = "linf", force: bool = False) -> list[float]
     return values
 
 
-def check_threat_model(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float,
-                       atol: float = 1e-5) -> None:
+def eps_label(eps: float, norm: str) -> str:
+    """Writes an L∞ eps as a fraction of 255 where it is a whole number of grey levels, else as a number.
+
+    >>> eps_label(8 / 255, "linf"), eps_label(0.5, "l2")
+    ('8/255', '0.5')
+    """
+    if norm == "linf":
+        f = Fraction(eps * 255).limit_denominator(1000)
+        if f.denominator == 1 and abs(float(f) - eps * 255) < 1e-6:
+            return f"{f}/255"
+    return f"{eps:.4g}"
+
+
+def eps_tolerance(norm: str, eps: float, numel: int) -> float:
+    """Gives how far past ``eps`` a perturbation of ``numel`` float32 values may measure."""
+    spacing = FLOAT32_SPACING * (1.0 if norm == "linf" else math.sqrt(numel))
+    return eps * REL_TOL + spacing
+
+
+def check_threat_model(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float) -> None:
     """Raises :class:`ThreatModelViolation` unless ``x_adv`` is a valid example of the threat model.
 
     Valid: same shape and floating dtype as ``x``, finite, within [0, 1], and within the ``norm``
-    ball of radius ``eps`` around ``x`` (up to ``atol`` of float rounding).
+    ball of radius ``eps`` around ``x``, measured in float64, up to :func:`eps_tolerance`.
     """
     if not isinstance(x_adv, torch.Tensor):
         raise ThreatModelViolation(f"attack returned {type(x_adv).__name__}, not a tensor")
@@ -149,13 +262,15 @@ def check_threat_model(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: flo
         raise ThreatModelViolation(f"attack returned dtype {x_adv.dtype}, expected a float tensor")
     if not torch.isfinite(x_adv).all():
         raise ThreatModelViolation("attack returned non-finite values")
+    if len(x_adv) == 0:
+        return
     lo, hi = x_adv.min().item(), x_adv.max().item()
-    if lo < -atol or hi > 1 + atol:
+    if lo < 0 or hi > 1:
         raise ThreatModelViolation(f"attack left [0, 1]: values in [{lo:.4g}, {hi:.4g}]")
     delta = (x_adv.detach().double() - x.detach().double()).flatten(1)
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
-    worst = size.max().item() if len(size) else 0.0
-    if worst > eps + atol:
+    worst = size.max().item()
+    if worst > eps + eps_tolerance(norm, eps, delta.shape[1]):
         raise ThreatModelViolation(f"perturbation {norm} norm {worst:.6g} exceeds eps {eps:.6g}")
 
 
@@ -165,23 +280,103 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torch.
     return {"linf": delta.abs().amax(1), "l2": delta.norm(dim=1)}
 
 
-def build_attack(spec: AttackSpec, model: nn.Module) -> Callable[..., torch.Tensor]:
-    """Gives ``attack(images, labels, masks) -> adv_images``, checked against the threat model."""
-    entry = ATTACKS.get(spec.name)
-    head = "logits" if spec.target == "cls" else "mask"
-    fn = entry.builder(HeadView(model, head), spec)
+class _CountBackward(torch.autograd.Function):
+    """The identity, counting the images whose gradient flows back through it."""
 
-    def attack(images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
-        if spec.target == "seg":
-            if masks is None:
-                raise ValueError(f"attack {spec.name!r} targets the masks, but the split has none")
-            targets = masks.long()
+    @staticmethod
+    def forward(ctx, x, counter):
+        ctx.counter = counter
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.counter.backward_images += len(grad)
+        return grad.contiguous(), None  # some libraries .view() the input gradient
+
+
+class PassCounter(nn.Module):
+    """Wraps a model and counts the images it runs forward, and the input gradients taken through it.
+
+    An attack's cost in the units AutoAttack and RobustBench use: one forward pass per image
+    evaluated, one backward pass per image whose input gradient is computed.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_images = 0
+        self.backward_images = 0
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor):
+        self.forward_images += len(x)
+        if x.requires_grad:
+            x = _CountBackward.apply(x, self)
+        return self.model(x)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no weight gradients for the attack's duration (only input gradients are needed)."""
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    mode = model.training
+    model.eval()
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, g in grads:
+            p.requires_grad_(g)
+        model.train(mode)
+
+
+class BuiltAttack:
+    """``attack(images, labels, masks, active=None) -> adv_images``, checked; counts its passes.
+
+    ``active`` (bool per image) names the images to attack; the others come back unchanged, as
+    AutoAttack does for points already misclassified.
+    """
+
+    def __init__(self, spec: AttackSpec, model: nn.Module) -> None:
+        self.spec = spec
+        self.entry = ATTACKS.get(spec.name)
+        self.counter = PassCounter(model)
+        if spec.target == "joint" and not self.entry.engine:
+            raise ValueError(f"attack {spec.name!r} attacks one head; 'joint' needs an engine attack")
+        if self.entry.engine:
+            self._fn = self.entry.factory(self.counter, spec.eps, target=spec.target, **spec.params)
         else:
-            targets = labels
+            view = HeadView(self.counter, "logits" if spec.target == "cls" else "mask")
+            self._fn = self.entry.factory(view, spec.eps, **spec.params)
+
+    @property
+    def passes(self) -> tuple[int, int]:
+        """Gives (forward, backward) images counted so far."""
+        return self.counter.forward_images, self.counter.backward_images
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None,
+                 active: torch.Tensor | None = None) -> torch.Tensor:
+        spec = self.spec
+        if spec.target in ("seg", "joint") and masks is None:
+            raise ValueError(f"attack {spec.name!r} targets the masks ({spec.target}), but the split has none")
         if spec.eps == 0:
             return images.clone()
-        adv = fn(images, targets)
-        check_threat_model(images, adv, spec.norm, spec.eps)
-        return adv.detach()
+        idx = torch.arange(len(images)) if active is None else active.nonzero().flatten()
+        adv = images.clone()
+        if len(idx):
+            x, y = images[idx].contiguous(), labels[idx]  # libraries .view() their inputs
+            m = None if masks is None else masks[idx].long()
+            with frozen(self.counter.model):
+                if self.entry.engine:
+                    out = self._fn(x, y, m)
+                else:
+                    out = self._fn(x, y if spec.target == "cls" else m)
+            check_threat_model(x, out, spec.norm, spec.eps)
+            adv[idx] = out.detach().to(adv.dtype)
+        return adv
 
-    return attack
+
+def build_attack(spec: AttackSpec, model: nn.Module) -> BuiltAttack:
+    """Gives ``attack(images, labels, masks, active=None) -> adv_images``, checked against the threat model."""
+    return BuiltAttack(spec, model)

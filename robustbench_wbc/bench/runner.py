@@ -15,6 +15,7 @@ import torch
 
 from robustbench_wbc.attacks.base import ATTACKS, ThreatModelViolation, build_attack, perturbation_norms
 from robustbench_wbc.bench.cells import CLEAN, Cell
+from robustbench_wbc.bench.diagnostics import model_checks
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.data.splits import SPLITS, SplitData
 from robustbench_wbc.metrics import balanced_accuracy, correct, segmentation_scores
@@ -27,14 +28,19 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 128
 
 
+FAMILY_TARGETS = {"classifier": ("cls",), "unet": ("seg",), "multitask": ("cls", "seg", "joint")}
+
+
 def default_targets(family: str) -> tuple[str, ...]:
-    """The heads attacked by default: the class logits, the masks, or each in turn (multitask).
+    """The heads attacked by default: the class logits, the masks, or (multitask) each and both.
 
     A multitask model is attacked through each head so that its Dice under a segmentation
     attack compares with the U-Net's, and its accuracy under a classification attack with the
-    classifier's; each attack also records the other head's damage (the cross-task view).
+    classifier's; each attack also records the other head's damage (the cross-task matrix), and
+    the joint attack shows whether a head that looks protective under a single-task attack stays
+    so when both are attacked at once (Ghamizi et al., AAAI 2022).
     """
-    return {"classifier": ("cls",), "unet": ("seg",), "multitask": ("cls", "seg")}[family]
+    return FAMILY_TARGETS[family]
 
 
 def git_sha() -> str:
@@ -49,8 +55,12 @@ def git_sha() -> str:
 
 def plan(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str],
          eps: Sequence[float] | None, n_images: int | None, seed: int,
-         cards: dict[str, ModelCard]) -> list[Cell]:
-    """Gives every cell of the matrix: a clean cell per (model, split), then attack × eps × target."""
+         cards: dict[str, ModelCard], targets: Sequence[str] | None = None) -> list[Cell]:
+    """Gives every cell of the matrix: a clean cell per (model, split), then attack × eps × target.
+
+    ``targets`` narrows the heads attacked (default: each family's, :func:`default_targets`); a
+    target a model does not have, or an attack does not support, is left out for that pair.
+    """
     cells: list[Cell] = []
     for m in models:
         card = cards[m]
@@ -60,12 +70,13 @@ def plan(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str],
                 logger.warning("%s is left out on %s: a U-Net is scored on masks, and the split has none", m, s)
                 continue
             # a head is attacked only where the split has its labels: no masks, no Dice
-            targets = [t for t in default_targets(card.family) if t == "cls" or split_def.has_masks]
+            heads = [t for t in default_targets(card.family) if targets is None or t in targets]
+            heads = [t for t in heads if t == "cls" or split_def.has_masks]
             n = split_def.default_n if n_images is None else min(n_images, split_def.default_n)
             cells.append(Cell(m, s, CLEAN, 0.0, "none", seed, n, card.weights_sha256))
             for a in attacks:
                 entry = ATTACKS.get(a)
-                for target in targets:
+                for target in heads:
                     if target not in entry.targets:
                         continue
                     for e in (entry.default_eps if eps is None else eps):
@@ -94,7 +105,7 @@ class Context:
     models: dict[str, tuple[torch.nn.Module, ModelCard]] = field(default_factory=dict)
     splits: dict[tuple[str, int, int], SplitData] = field(default_factory=dict)
     clean: dict[tuple[str, str, int], dict[str, torch.Tensor]] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=versions)
+    versions: dict[str, str] = field(default_factory=lambda: library_versions())
     git_sha: str = field(default_factory=git_sha)
 
     def model(self, model_id: str):
@@ -136,8 +147,9 @@ def evaluate_cell(cell: Cell, ctx: Context) -> CellResult:
     model, card = ctx.model(cell.model)
     data = ctx.split(cell.split, cell.n_images, card.image_size)
     key = (cell.model, cell.split, cell.n_images)
+    passes = {"forward_passes": 0, "backward_passes": 0}
     try:
-        if key not in ctx.clean:
+        if key not in ctx.clean:  # clean predictions once per (model, split), reused by every attack
             ctx.clean[key] = _predict(model, data.images)
             _check_outputs(ctx.clean[key], len(data), len(card.classes), card.image_size)
         clean = ctx.clean[key]
@@ -152,30 +164,41 @@ def evaluate_cell(cell: Cell, ctx: Context) -> CellResult:
             for k, v in segmentation_scores(clean["mask"], data.masks.long()).items():
                 samples[f"clean_{k}"] = v
                 metrics[k] = v.mean().item()
-        if not cell.is_clean:
-            metrics = _attack_metrics(cell, model, data, clean, samples)
+        if cell.is_clean:
+            metrics.update(model_checks(model, data.images, data.labels, data.masks))
+            passes["forward_passes"] = len(data)
+        else:
+            metrics, passes = _attack_metrics(cell, model, data, clean, samples)
     except ThreatModelViolation as exc:
         return _failed(cell, card, ctx, "invalid", f"threat model violated: {exc}", t0)
     except Exception as exc:  # a failing model or attack plugin must not stop the run
         logger.exception("cell %s failed", cell.id)
         return _failed(cell, card, ctx, "failed", f"{type(exc).__name__}: {exc}", t0)
-    rows = _rows(cell, card, ctx, metrics, "ok", "", time.perf_counter() - t0)
+    rows = _rows(cell, card, ctx, metrics, "ok", "", time.perf_counter() - t0, passes)
     return CellResult(cell, "ok", rows, pd.DataFrame({k: v.numpy() for k, v in samples.items()}))
 
 
-def _attack_metrics(cell, model, data, clean, samples) -> dict[str, float]:
+def _attack_metrics(cell, model, data, clean, samples) -> tuple[dict[str, float], dict[str, int]]:
+    """Attacks the split and scores the adversarials; gives the metrics and the passes it cost.
+
+    Against ``cls`` only the images still classified correctly are attacked (a miss stays a miss,
+    RobustBench's convention); against ``seg`` and ``joint`` every image is.
+    """
     spec = ATTACKS.get(cell.attack).spec(cell.eps, cell.target, **cell.params)
     attack = build_attack(spec, model)
     torch.manual_seed(cell.seed)
-    advs = [attack(x, y, m) for x, y, m in data.batches(BATCH_SIZE)]
+    clean_ok = correct(clean["logits"], data.labels) if "logits" in clean else None
+    active = clean_ok if cell.target == "cls" else torch.ones(len(data), dtype=torch.bool)
+    advs = [attack(x, y, m, active[i:i + BATCH_SIZE])
+            for i, (x, y, m) in zip(range(0, len(data), BATCH_SIZE), data.batches(BATCH_SIZE))]
     adv_images = torch.cat(advs)
     adv = _predict(model, adv_images)
     metrics: dict[str, float] = {}
     if "logits" in adv:
-        clean_ok = correct(clean["logits"], data.labels)
         adv_ok = correct(adv["logits"], data.labels)
         robust = clean_ok & adv_ok  # RobustBench's convention: a miss stays a miss
         samples["adv_pred"] = adv["logits"].argmax(1)
+        samples["robust"] = robust
         metrics["robust_accuracy"] = robust.float().mean().item()
         n_ok = int(clean_ok.sum())
         metrics["attack_success_rate"] = (clean_ok & ~adv_ok).sum().item() / n_ok if n_ok else float("nan")
@@ -186,17 +209,32 @@ def _attack_metrics(cell, model, data, clean, samples) -> dict[str, float]:
     for norm, v in perturbation_norms(data.images, adv_images).items():
         samples[f"perturbation_{norm}"] = v
         metrics[f"mean_perturbation_{norm}"] = v.mean().item()
-    return metrics
+    fwd, bwd = attack.passes
+    return metrics, {"forward_passes": fwd + len(data), "backward_passes": bwd}
 
 
 COLUMNS = ["run_id", "cell_id", "model", "family", "encoder", "recipe", "model_seed", "split",
-           "domain", "corruption", "severity", "attack", "backend", "target", "norm", "eps", "seed", "metric", "value", "n",
-           "status", "reason", "time_s", "finished_at", "labelled_images", "masked_images", "params",
-           "model_sha256", "git_sha", "v_robustbench_wbc", "v_torch", "v_timm", "v_torchattacks"]
+           "domain", "corruption", "severity", "attack", "backend", "target", "norm", "eps", "seed", "metric", "value",
+           "n", "status", "reason", "time_s", "forward_passes", "backward_passes", "finished_at", "labelled_images",
+           "masked_images", "params", "model_sha256", "git_sha", "v_robustbench_wbc", "v_torch", "v_timm",
+           "v_torchattacks", "v_art", "v_pyautoattack"]
+
+
+def library_versions() -> dict[str, str]:
+    """Gives the versions a result depends on: the model's (:func:`versions`) and the attack libraries'."""
+    import importlib.metadata
+
+    out = versions()
+    for key, dist in (("art", "adversarial-robustness-toolbox"), ("pyautoattack", "pyautoattack")):
+        try:
+            out[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[key] = ""
+    return out
 
 
 def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, float], status: str,
-          reason: str, time_s: float) -> pd.DataFrame:
+          reason: str, time_s: float, passes: dict[str, int] | None = None) -> pd.DataFrame:
     split = SPLITS.get(cell.split)
     synth = split.synth
     base = {
@@ -206,6 +244,7 @@ def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, float], 
         "severity": synth.severity if synth else 0, "attack": cell.attack, "backend": cell.backend,
         "target": cell.target, "norm": cell.norm, "eps": float(cell.eps), "seed": cell.seed,
         "n": cell.n_images, "status": status, "reason": reason, "time_s": round(time_s, 4),
+        **(passes or {"forward_passes": 0, "backward_passes": 0}),
         "finished_at": pd.Timestamp.now(tz="UTC"),
         "labelled_images": card.labelled_images, "masked_images": card.masked_images,
         "params": ";".join(f"{k}={v}" for k, v in sorted(cell.params.items())),
@@ -263,14 +302,15 @@ def run(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str], ou
         eps: Sequence[float] | None = None, n_images: int | None = 256, seed: int = 0,
         executor: LocalExecutor | None = None,
         on_train: Callable[[str], object] | None = None,
-        on_cell: Callable[[CellResult, int, int], None] | None = None) -> RunSummary:
-    """Runs the matrix models × splits × attacks × eps into the store at ``out``.
+        on_cell: Callable[[CellResult, int, int], None] | None = None,
+        targets: Sequence[str] | None = None) -> RunSummary:
+    """Runs the matrix models × splits × attacks × eps (× targets) into the store at ``out``.
 
     Cells already stored with status ``ok`` are skipped; each finished cell is committed
     atomically, so a killed run loses only the cell in flight.
     """
     cards = ensure_trained(models, on_train)
-    cells = plan(models, splits, attacks, eps, n_images, seed, cards)
+    cells = plan(models, splits, attacks, eps, n_images, seed, cards, targets)
     return execute(ResultStore(out), cells, executor, on_cell)
 
 

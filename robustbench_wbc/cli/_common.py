@@ -47,12 +47,26 @@ def handle_errors(fn: F) -> F:
 
 def load_model_plugins(paths: list[Path] | None) -> list[str]:
     """Imports each ``--model-plugin`` file (its ``@register_model`` builders join the registry); gives the new ids."""
-    from robustbench_wbc.models.plugins import load_model_plugin
+    from robustbench_wbc.plugins import load_model_plugin
 
     ids: list[str] = []
     for path in paths or []:
         ids += load_model_plugin(path)
     return ids
+
+
+def load_attack_plugins(paths: list[Path] | None) -> list[str]:
+    """Loads each ``--plugin`` file (Python ``@register_attack`` factories or a YAML preset); gives the new ids."""
+    from robustbench_wbc.plugins import load_attack_plugin
+
+    ids: list[str] = []
+    for path in paths or []:
+        ids += load_attack_plugin(path)
+    return ids
+
+
+PLUGIN_HELP = ("An attack plugin: a Python file whose @register_attack factories join the attacks, or a YAML "
+               "preset (repeatable). Plugins are code and run with your rights.")
 
 
 PROFILE_HELP = ("Training profile: default (the zoo in minutes on 2 cores) or paper (10× the images, 128 px, "

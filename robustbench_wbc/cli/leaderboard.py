@@ -13,6 +13,8 @@ from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handl
 from robustbench_wbc.cli.run import DEFAULT_OUT
 from robustbench_wbc.report.by_class import by_class as class_table
 from robustbench_wbc.report.by_class import by_class_markdown
+from robustbench_wbc.report.ensemble import cross_task as cross_task_table
+from robustbench_wbc.report.ensemble import cross_task_markdown, ensemble
 from robustbench_wbc.report.leaderboard import leaderboard as make_board
 from robustbench_wbc.report.leaderboard import to_csv, to_markdown
 
@@ -29,6 +31,8 @@ def leaderboard(
     write: Annotated[Path | None, typer.Option(help="Also write it to this file.")] = None,
     by_class: Annotated[bool, typer.Option(
         help="Instead, per class (ID and OOD): clean accuracy, nucleus Dice and cytoplasm Dice.")] = False,
+    cross_task: Annotated[bool, typer.Option(
+        help="Instead, the cross-task matrix: each head's damage under cls, seg and joint attacks.")] = False,
 ) -> None:
     """Print the leaderboard of the results in --out (markdown by default)."""
     store = ResultStore(out)
@@ -44,8 +48,11 @@ def leaderboard(
                                                    ("cytoplasm_dice", "Cytoplasm Dice")))
         else:
             text = per_class.to_csv(index=False)
+    elif cross_task:
+        matrix = cross_task_table(table)
+        text = cross_task_markdown(matrix) if format is Format.md else matrix.to_csv(index=False)
     else:
-        board = make_board(table)
+        board = make_board(table, ensemble(store, table))
         text = to_markdown(board) if format is Format.md else to_csv(board)
     if write is not None:
         write.parent.mkdir(parents=True, exist_ok=True)

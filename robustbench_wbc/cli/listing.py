@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Column, Table
 
-from robustbench_wbc.attacks.base import ATTACKS
+from robustbench_wbc.attacks.base import ATTACKS, eps_label
 from robustbench_wbc.cli._common import (
     MODEL_PLUGIN_HELP,
+    PLUGIN_HELP,
     PROFILE_HELP,
     console,
     handle_errors,
+    load_attack_plugins,
     load_model_plugins,
     make_progress,
     setup_logging,
@@ -24,7 +26,6 @@ from robustbench_wbc.data.splits import SPLITS
 from robustbench_wbc.models.hub import CheckpointError, load_model, read_card
 from robustbench_wbc.models.zoo import MODELS, list_models, with_seeds
 from robustbench_wbc.models.zoo_cards import zoo_card, zoo_ids
-from robustbench_wbc.report.leaderboard import eps_label
 
 models_app = typer.Typer(help="List, train and describe the registered models.", no_args_is_help=True)
 attacks_app = typer.Typer(help="List the registered attacks.", no_args_is_help=True)
@@ -103,10 +104,16 @@ def models_cards(
 
 @attacks_app.command("list")
 @handle_errors
-def attacks_list(filter: Annotated[str, typer.Argument(help="A wildcard.")] = "") -> None:
+def attacks_list(
+    filter: Annotated[str, typer.Argument(help="A wildcard.")] = "",
+    plugin: Annotated[list[Path] | None, typer.Option(metavar="FILE", help=PLUGIN_HELP)] = None,
+) -> None:
     """List registered attacks with their norm, backend, default eps and targets."""
-    table = Table("attack", "norm", "backend", "default eps", "targets", "params", "description")
-    for aid in ATTACKS.list(filter):
+    load_attack_plugins(plugin)
+    ids = ATTACKS.list(filter)
+    table = Table(Column("attack", no_wrap=True, min_width=max(map(len, ids), default=6)), "norm", "backend",
+                  "default eps", "targets", "params", "description")
+    for aid in ids:
         a = ATTACKS.get(aid)
         table.add_row(aid, a.norm, a.backend, ", ".join(eps_label(e, a.norm) for e in a.default_eps),
                       ",".join(a.targets), " ".join(f"{k}={v}" for k, v in a.params.items()),

@@ -8,16 +8,18 @@ from typing import Annotated
 
 import typer
 
-from robustbench_wbc.attacks.base import ATTACKS, NORMS, EpsError, parse_eps
+from robustbench_wbc.attacks.base import ATTACKS, NORMS, TARGETS, EpsError, parse_eps, with_backend
 from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.bench.runner import run as run_matrix
 from robustbench_wbc.cli._common import (
     EXIT_FAILED,
     MODEL_PLUGIN_HELP,
+    PLUGIN_HELP,
     PROFILE_HELP,
     console,
     err_console,
     handle_errors,
+    load_attack_plugins,
     load_model_plugins,
     make_progress,
     setup_logging,
@@ -44,6 +46,18 @@ def parse_seeds(text: str) -> list[int]:
     return parse_ints(text, "--seeds")
 
 
+def parse_targets(text: str | None) -> list[str] | None:
+    """Parses ``--target cls,joint``; ``None`` keeps each family's default targets."""
+    if text is None:
+        return None
+    parts = [p.strip().lower() for p in text.split(",") if p.strip()]
+    bad = [p for p in parts if p not in TARGETS]
+    if not parts or bad:
+        raise typer.BadParameter(f"unknown target(s) {bad or [text]}; expected one or more of {', '.join(TARGETS)}",
+                                 param_hint="--target")
+    return parts
+
+
 class Track(str, Enum):
     clean = "clean"
     ablation = "ablation"
@@ -67,6 +81,14 @@ def run(
         help="Attack ids, comma-separated (see `attacks list`); 'none' for clean cells only.")] = "pgd",
     splits: Annotated[str, typer.Option(help="Split ids, comma-separated (see `splits list`).")] = ",".join(DEFAULT_EVAL_SPLITS),
     eps: Annotated[str | None, typer.Option(help="Budgets, e.g. '1/255,8/255'. Default: each attack's own.")] = None,
+    target: Annotated[str | None, typer.Option(metavar="cls|seg|joint",
+        help="The loss the attacks climb, comma-separated: class cross-entropy (cls), the masks' SegPGD loss "
+             "(seg), or both heads with balanced gradients (joint). Default: each family's "
+             "(classifier cls; U-Net seg; multitask all three).")] = None,
+    backend: Annotated[str | None, typer.Option(metavar="LIB",
+        help="Run every attack through this library: wbc (the suite's engine), torchattacks, art, autoattack. "
+             "Or name one per attack: pgd@art.")] = None,
+    plugin: Annotated[list[Path] | None, typer.Option(metavar="FILE", help=PLUGIN_HELP)] = None,
     seeds: Annotated[str | None, typer.Option(
         help="Training seeds, e.g. '0,1,2': each model also at these seeds (as MODEL@SEED); the "
              "leaderboard averages them. Default: each model's own seed.")] = None,
@@ -92,10 +114,17 @@ def run(
     register_data_options(data, skip_bad)
     use_profile(profile)
     load_model_plugins(model_plugin)
+    load_attack_plugins(plugin)
     model_ids = MODELS.resolve(models, all_filter=lambda e: not e.tiny and e.track == track.value)
     if seeds is not None:
         model_ids = with_seeds(model_ids, parse_seeds(seeds))
     attack_ids = [] if attacks.strip().lower() == CLEAN else ATTACKS.resolve(attacks)
+    if backend is not None:
+        try:
+            attack_ids = with_backend(attack_ids, backend)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--backend") from None
+    targets = parse_targets(target)
     split_ids = SPLITS.resolve(splits)
     eps_values = None
     if eps is not None:
@@ -115,7 +144,7 @@ def run(
                             description=f"cells [dim]{c.model} {c.split} {c.attack}[/]")
 
         summary = run_matrix(model_ids, split_ids, attack_ids, out, eps_values, n_images, seed,
-                             on_train=on_train, on_cell=on_cell)
+                             on_train=on_train, on_cell=on_cell, targets=targets)
 
     console.print(f"{summary.planned} cells: {summary.skipped} already done, {summary.ok} run, "
                   f"{len(summary.failed)} failed → {out}/results.parquet, {out}/results.csv")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 
+from robustbench_wbc.attacks.base import eps_label
 from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.data.splits import SPLITS
+from robustbench_wbc.report.reliability import unreliable
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,6 @@ def current_rows(table: pd.DataFrame) -> pd.DataFrame:
     return t.drop_duplicates(COORDS, keep="last")
 
 
-def eps_label(eps: float, norm: str) -> str:
-    """Writes an L∞ eps as a fraction of 255 where it is one (``8/255``), else as a number."""
-    if norm == "linf":
-        f = Fraction(eps * 255).limit_denominator(1000)
-        if abs(float(f) - eps * 255) < 1e-6:
-            return f"{f}/255" if f.denominator == 1 else f"{eps:.4g}"
-    return f"{eps:.4g}"
-
-
 SEED_KEYS = ["model", "model_seed"]
 REAL = "real"
 
@@ -59,8 +51,8 @@ def split_role(split: str) -> str:
     return SPLITS.get(split).role if split in SPLITS else "unknown"
 
 
-def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
-    """Gives one row per model: labels used, clean ID/OOD accuracy, robust accuracy, Dice.
+def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Gives one row per model: labels used, clean ID/OOD accuracy, robust accuracy, Dice, reliability.
 
     Clean numbers come from the in-distribution test split (role ``test``), the mean over SynthWBC's
     OOD splits, and (columns ``real_*``, where the table has them) the mean over splits of real cells;
@@ -75,6 +67,12 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     attacks at the largest eps (``worst_robust_eps``), not the worst of the seed-mean columns.
     Models are ranked by their (mean) worst robust accuracy, then by clean OOD accuracy; U-Nets
     (no classifier) rank by nucleus Dice under attack after them.
+
+    ``ensemble_rows`` (from :func:`robustbench_wbc.report.ensemble.ensemble`) adds one
+    ``ensemble@eps`` column per eps where two or more attacks ran: the per-image worst case over
+    them, which then also counts for ``worst_robust_acc``. ``unreliable`` and
+    ``unreliable_reason`` come from :func:`robustbench_wbc.report.reliability.unreliable` (a model
+    is flagged when any of its seeds is).
     """
     if table.empty:
         return pd.DataFrame()
@@ -121,6 +119,12 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
         worst_eps = seg_adv.groupby("model")["eps"].transform("max")
         at_max = seg_adv[seg_adv["eps"] == worst_eps]
         per_seed["nucleus_dice_adv"] = at_max.groupby(SEED_KEYS)["value"].min()
+    if ensemble_rows is not None and not ensemble_rows.empty:
+        ens = ensemble_rows[(ensemble_rows["split"].map(split_role) == "test") & (ensemble_rows["attacks"] >= 2)]
+        for (norm, eps), grp in ens.groupby(["norm", "eps"], sort=True):
+            col = f"ensemble@{eps_label(eps, norm)}"
+            per_seed[col] = grp.groupby(SEED_KEYS)["robust_accuracy"].min()
+            robust_cols.append(("ensemble", eps, col))
     if robust_cols:  # rank by the worst case over attacks at the largest eps they share, seed by seed
         top_eps = max(e for _, e, _ in robust_cols)
         cols = [c for _, e, c in robust_cols if e == top_eps]
@@ -135,6 +139,12 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
         board["nucleus_dice_adv_eps"] = at_max.groupby("model")["eps"].max()
     failed = table[table["status"] != "ok"].groupby("model")["cell_id"].nunique()
     board["failed_cells"] = failed.reindex(board.index).fillna(0).astype(int)
+    flags = unreliable(table)
+    if not flags.empty:
+        by_model = flags.groupby("model").agg(unreliable=("unreliable", "any"),
+                                              unreliable_reason=("unreliable_reason", lambda r: "; ".join(x for x in r if x)))
+        board["unreliable"] = by_model["unreliable"].reindex(board.index).fillna(False).astype(bool)
+        board["unreliable_reason"] = by_model["unreliable_reason"].reindex(board.index).fillna("")
 
     if robust_cols:
         board["worst_robust_eps"] = np.where(board["worst_robust_acc"].notna(), top_eps, np.nan)
@@ -161,6 +171,8 @@ def sd_columns(board: pd.DataFrame) -> dict[str, str]:
 
 
 def _fmt(v: object, col: str, sd: object = None) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
     if isinstance(v, float):
         if np.isnan(v):
             return "–"
@@ -182,6 +194,7 @@ HEADERS = {
     "nucleus_dice_adv": "nucleus Dice under seg attack %", "nucleus_dice_adv_eps": "seg attack eps",
     "failed_cells": "failed cells", "worst_robust_acc": "worst robust acc %",
     "worst_robust_eps": "worst at eps",
+    "unreliable": "unreliable", "unreliable_reason": "why unreliable",
     "real_acc": "real acc %", "real_balanced_acc": "real balanced acc %",
     "nucleus_dice_real": "real nucleus Dice %", "cytoplasm_dice_real": "real cytoplasm Dice %",
 }

@@ -1,1 +1,0 @@
-"""An example robustbench-wbc plugin: one attack, registered by importing ``.attacks``."""

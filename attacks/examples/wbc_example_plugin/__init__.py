@@ -1,0 +1,1 @@
+"""An example robustbench-wbc plugin: two attacks, registered by importing ``.attacks``."""

@@ -1,0 +1,214 @@
+"""The suite's own attack engine: one base class for gradient attacks on any head.
+
+An engine attack sees the whole model (a dict of heads) and climbs one of three objectives:
+
+* ``cls`` — the cross-entropy of the class logits;
+* ``seg`` — a per-pixel loss of the mask logits: plain cross-entropy, or SegPGD's (Gu et al.,
+  ECCV 2022, arXiv 2207.12391), which moves weight from the pixels already wrong to those still
+  right as the iterations go, so the attack does not spend its budget on pixels it has won;
+* ``joint`` — both heads at once. A plain sum of the two losses is dominated by whichever head has
+  the larger gradient (Zhang et al., arXiv 2305.12066), so each head's input gradient is scaled to
+  unit L2 norm per image before they are added: both heads steer every step equally.
+
+Evaluation semantics follow AutoAttack's: against ``cls`` an image leaves the attack the moment it
+is misclassified, and that first adversarial is what is returned (it is never undone by a later
+step); images still robust keep being attacked, and the iterate with the largest margin is kept.
+Against ``seg`` and ``joint`` every image runs every step and the most damaging iterate is kept
+(lowest mean Dice; for ``joint``, a misclassification first, then the lowest Dice).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustbench_wbc.metrics import MASK_CLASSES, dice_per_image, mask_pred
+
+SEG_LOSSES = ("ce", "segpgd")
+
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gives ``max_{j≠y} z_j − z_y`` per image: positive exactly when the image is misclassified.
+
+    Correct for negative logits too: the other classes are masked with −inf, not zeroed (zeroing
+    is the bug of torchattacks' CW margin, issue #184).
+    """
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), -math.inf)
+    return others.amax(1) - true
+
+
+def seg_loss(mask_logits: torch.Tensor, masks: torch.Tensor, kind: str = "ce", progress: float = 0.0) -> torch.Tensor:
+    """Gives the per-image segmentation loss to maximise: pixel cross-entropy, or SegPGD's.
+
+    SegPGD: ``((1 − λ) Σ_correct CE + λ Σ_wrong CE) / HW`` with ``λ = progress / 2`` rising from
+    0 to ½ over the attack (Gu et al. 2022, eq. 6–7).
+    """
+    ce = F.cross_entropy(mask_logits, masks, reduction="none")  # N×H×W
+    if kind == "ce":
+        return ce.flatten(1).mean(1)
+    if kind != "segpgd":
+        raise ValueError(f"seg_loss must be one of {SEG_LOSSES}, got {kind!r}")
+    lam = progress / 2
+    right = (mask_pred(mask_logits) == masks).float()
+    return (((1 - lam) * right + lam * (1 - right)) * ce).flatten(1).mean(1)
+
+
+def mean_dice(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Gives the mean of nucleus and cytoplasm Dice per image."""
+    pred = mask_pred(mask_logits)
+    return torch.stack([dice_per_image(pred, masks, c) for c in MASK_CLASSES.values()]).mean(0)
+
+
+def _unit(g: torch.Tensor) -> torch.Tensor:
+    return g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
+
+
+def linf_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gives bounds ``[lo, hi]`` in ``x``'s dtype of the L∞ ball ∩ [0, 1] that hold in exact arithmetic.
+
+    ``x ± eps`` is computed in float64 and rounded to ``x``'s dtype inward: where rounding to nearest
+    put a bound outside the ball, it is moved one float (of the bound's own magnitude) toward ``x``.
+    Rounding ``x ± eps`` in float32 directly is not enough: eps itself rounds with an error of the
+    order of x's float spacing, which can be many floats of a bound near 0 (x ≈ eps).
+    """
+    xd = x.double()
+    lo64, hi64 = xd - eps, xd + eps
+    lo, hi = lo64.to(x.dtype), hi64.to(x.dtype)
+    lo = torch.where(lo.double() < lo64, torch.nextafter(lo, x), lo)
+    hi = torch.where(hi.double() > hi64, torch.nextafter(hi, x), hi)
+    return lo.clamp_min(0), hi.clamp_max(1)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """Gives ``x_adv`` moved into the ``norm`` ball of radius eps around ``x`` and into [0, 1].
+
+    L∞ uses the exact bounds of :func:`linf_bounds`; L2 scales δ by ``min(1, eps(1 − 1e-6)/‖δ‖)``
+    (the margin absorbs float32 rounding of the norm) and then clamps to [0, 1], which only
+    shortens δ. Also the projection of a minimal-norm attack's result (CW) onto the budget.
+    """
+    if norm == "linf":
+        lo, hi = linf_bounds(x, eps)
+        return torch.maximum(torch.minimum(x_adv, hi), lo)
+    delta = x_adv - x
+    size = delta.flatten(1).norm(dim=1).view(-1, *([1] * (x.ndim - 1)))
+    scale = torch.clamp(eps * (1 - 1e-6) / size.clamp_min(1e-12), max=1.0)
+    return (x + delta * scale).clamp(0, 1)
+
+
+class Attack:
+    """Base class of the suite's own attacks.
+
+    Subclasses implement :meth:`perturb` (usually by calling :meth:`iterate` with a step rule);
+    the base gives the objective's loss and input gradient, the early exit, and exact
+    projections. Images are in [0, 1], NCHW float; labels are class indices; masks N×H×W with
+    0 background, 1 cytoplasm, 2 nucleus. Called by :class:`~robustbench_wbc.attacks.base.BuiltAttack`,
+    which freezes the weights, puts the model in eval mode, and checks the output.
+
+    Args:
+        model: returns a dict with ``logits`` and/or ``mask``.
+        eps: the budget in the class's ``norm``.
+        target: ``cls``, ``seg`` or ``joint``.
+        seg_loss: ``ce`` or ``segpgd`` (for ``seg`` and ``joint``).
+    """
+
+    norm = "linf"
+    targets: tuple[str, ...] = ("cls", "seg", "joint")
+
+    def __init__(self, model: nn.Module, eps: float, target: str = "cls", seg_loss: str = "ce") -> None:
+        if target not in self.targets:
+            raise ValueError(f"{type(self).__name__} cannot target {target!r}; it supports {self.targets}")
+        if seg_loss not in SEG_LOSSES:
+            raise ValueError(f"seg_loss must be one of {SEG_LOSSES}, got {seg_loss!r}")
+        self.model, self.eps, self.target, self.seg_loss = model, float(eps), target, seg_loss
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+        return self.perturb(images, labels, masks)
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- the objective --------------------------------------------------------------------------
+    def gradient(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None, progress: float = 0.0,
+                 need_grad: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Gives the model's outputs at ``x`` (detached) and the objective's input gradient."""
+        if not need_grad:
+            with torch.no_grad():
+                return self.model(x), None
+        x = x.detach().requires_grad_(True)
+        out = self.model(x)
+        if self.target == "cls":
+            grad = torch.autograd.grad(F.cross_entropy(out["logits"], y, reduction="sum"), x)[0]
+        elif self.target == "seg":
+            grad = torch.autograd.grad(seg_loss(out["mask"], m, self.seg_loss, progress).sum(), x)[0]
+        else:
+            g_cls = torch.autograd.grad(F.cross_entropy(out["logits"], y, reduction="sum"), x, retain_graph=True)[0]
+            g_seg = torch.autograd.grad(seg_loss(out["mask"], m, self.seg_loss, progress).sum(), x)[0]
+            grad = _unit(g_cls) + _unit(g_seg)
+        return {k: v.detach() for k, v in out.items()}, grad
+
+    def damage(self, out: dict[str, torch.Tensor], y: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        """Gives how much harm the outputs do, per image (larger is better for the attacker)."""
+        if self.target == "cls":
+            return margin(out["logits"], y)
+        seg = 1 - mean_dice(out["mask"], m)
+        if self.target == "seg":
+            return seg
+        return (out["logits"].argmax(1) != y).float() * 2 + seg  # a misclassification outranks any Dice
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def iterate(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None, start: torch.Tensor,
+                steps: int, step) -> torch.Tensor:
+        """Runs ``steps`` gradient steps from ``start``; gives each image's best iterate.
+
+        ``step(x_adv, grad) -> x_adv`` moves the still-active images; the loop projects the result
+        onto the ball and [0, 1] (the L∞ bounds computed once). Against ``cls``, an image is
+        dropped once misclassified and its first adversarial kept.
+        """
+        n = len(x)
+        xa = start.detach().clone()
+        best, best_score = x.clone(), torch.full((n,), -math.inf)
+        box = linf_bounds(x, self.eps) if self.norm == "linf" else None
+        alive = torch.arange(n)
+        for t in range(steps + 1):
+            if not len(alive):
+                break
+            last = t == steps
+            ms = None if m is None else m[alive]
+            out, grad = self.gradient(xa[alive], y[alive], ms, t / max(steps, 1), need_grad=not last)
+            score = self.damage(out, y[alive], ms)
+            better = score > best_score[alive]
+            best[alive[better]] = xa[alive[better]]
+            best_score[alive[better]] = score[better]
+            if last:
+                break
+            if self.target == "cls":  # AutoAttack's early exit: fooled images are done
+                keep = score <= 0
+                alive, grad = alive[keep], grad[keep]
+            if len(alive):
+                moved = step(xa[alive], grad)
+                if box is None:
+                    xa[alive] = self.project(moved, x[alive])
+                else:
+                    xa[alive] = torch.maximum(torch.minimum(moved, box[1][alive]), box[0][alive])
+        return best
+
+    # --- exact projections ------------------------------------------------------------------------
+    def linf_box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gives the bounds of the L∞ ball ∩ [0, 1] around ``x`` (see :func:`linf_bounds`)."""
+        return linf_bounds(x, self.eps)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Gives ``x_adv`` moved into the ball of radius eps around ``x`` and into [0, 1] (:func:`project`)."""
+        return project(x_adv, x, self.norm, self.eps)
+
+    def random_start(self, x: torch.Tensor) -> torch.Tensor:
+        """Gives a uniform draw in the L∞ ball, or a random direction at a uniform radius for L2."""
+        if self.norm == "linf":
+            return self.project(x + torch.empty_like(x).uniform_(-self.eps, self.eps), x)
+        d = torch.randn_like(x)
+        r = torch.rand(len(x), 1, 1, 1) * self.eps
+        return self.project(x + _unit(d) * r, x)
