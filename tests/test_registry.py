@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -270,3 +272,15 @@ def test_lookup_falls_back_to_lower_case():
     assert reg.resolve("raabin:TestB") == ["raabin:testb"]
     with pytest.raises(UnknownNameError):
         reg.get("raabin:TestC")
+
+
+def test_example_plugin_loads_in_a_fresh_interpreter(tmp_path):
+    """Regression: the suite registers its presets while `robustbench_wbc` is being imported; had that
+    loaded the entry-point plugins, a plugin doing `from robustbench_wbc import register_attack` would
+    hit a partially initialised package (a circular import) in a fresh process, as `make example-plugin` did."""
+    _make_dist(tmp_path, "wbc_example_plugin", "robustbench_wbc.attacks", {"example": "wbc_example_plugin.attacks"})
+    code = ("import robustbench_wbc as rw; ids = rw.ATTACKS.list(); "
+            "assert {'noise-linf', 'fgsm-ll', 'pgd-linf-8'} <= set(ids), ids; print('ok')")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(EXAMPLE_PLUGIN)])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

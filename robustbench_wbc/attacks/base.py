@@ -149,10 +149,20 @@ def register_attack(name: str | None = None, *, norm: str, backend: str | None =
     return deco
 
 
+def lookup(attack_id: str) -> AttackEntry:
+    """Gives a registered attack, loading the entry-point plugins only if it is not a built-in.
+
+    The suite's presets are registered while ``robustbench_wbc`` is being imported; loading the
+    plugins then would import them before the package they import from is complete.
+    """
+    entry = ATTACKS._entries.get(attack_id) or ATTACKS._entries.get(attack_id.lower())
+    return entry if entry is not None else ATTACKS.get(attack_id)
+
+
 def derive_attack(attack_id: str, base: str, *, default_eps: tuple[float, ...] | None = None,
                   targets: tuple[str, ...] | None = None, description: str = "", **params) -> AttackEntry:
     """Registers ``attack_id`` as ``base`` with other defaults (a preset); gives the new entry."""
-    b = ATTACKS.get(base)
+    b = lookup(base)
     tgts = tuple(targets or b.targets)
     if not set(tgts) <= set(b.targets):
         raise ValueError(f"preset {attack_id!r}: its base {base!r} supports only targets {b.targets}")

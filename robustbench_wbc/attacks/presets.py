@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from robustbench_wbc.attacks.base import ATTACKS, AttackEntry, EpsError, derive_attack, parse_eps
+from robustbench_wbc.attacks.base import ATTACKS, AttackEntry, EpsError, derive_attack, lookup, parse_eps
 from robustbench_wbc.registry import PluginError, UnknownNameError
 
 KEYS = {"name", "base", "description", "eps", "targets", "params"}
@@ -79,7 +79,7 @@ def _register(name: str, path: Path, doc: dict) -> str:
         else:
             raise PluginError(f"The attack preset {path} is named {name!r}, which is a registered attack; rename it.")
     try:
-        base = ATTACKS.get(str(doc["base"]))
+        base = lookup(str(doc["base"]))
     except UnknownNameError as exc:
         raise PluginError(f"The attack preset {path}: {exc}") from exc
     params = doc.get("params") or {}
