@@ -2,8 +2,8 @@
 the cross-task matrix of multitask models.
 
 *Ensemble robust accuracy* is AutoAttack's per-sample worst case taken over every attack in the
-store: an image counts as robust at eps only if it was classified correctly and no attack on the
-class head (any library, any plugin) fooled it. It is never higher than any single attack's robust
+store: an image counts as robust at eps only if it was classified correctly and no attack that
+scores the class head (a ``cls`` or ``joint`` target; any library, any plugin) fooled it. It is never higher than any single attack's robust
 accuracy, and it is what a new attack is measured against: add a plugin, run only it, and the
 ensemble column updates.
 
@@ -41,7 +41,7 @@ def ensemble(store: ResultStore, table: pd.DataFrame | None = None) -> pd.DataFr
     if table.empty:
         return pd.DataFrame(columns=cols)
     t = current_rows(table)
-    cells = t[(t["status"] == "ok") & (t["attack"] != CLEAN) & (t["target"] == "cls")
+    cells = t[(t["status"] == "ok") & (t["attack"] != CLEAN) & t["target"].isin(["cls", "joint"])
               & (t["metric"] == "robust_accuracy") & (t["eps"] > 0)].drop_duplicates("cell_id")
     rows = []
     for key, grp in cells.groupby(GROUP, sort=True):
@@ -49,7 +49,8 @@ def ensemble(store: ResultStore, table: pd.DataFrame | None = None) -> pd.DataFr
         for cell_id in grp["cell_id"]:
             r = _robust(store.samples(cell_id)).to_numpy()
             robust = r if robust is None else robust & r
-        rows.append({**dict(zip(GROUP, key)), "attacks": len(grp), "attack_ids": ",".join(sorted(grp["attack"])),
+        ids = sorted(a if t == "cls" else f"{a}:{t}" for a, t in zip(grp["attack"], grp["target"]))
+        rows.append({**dict(zip(GROUP, key)), "attacks": len(grp), "attack_ids": ",".join(ids),
                      "robust_accuracy": float(robust.mean()) if len(robust) else float("nan")})
     return pd.DataFrame(rows, columns=cols)
 
