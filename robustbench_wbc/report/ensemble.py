@@ -3,9 +3,9 @@ the cross-task matrix of multitask models.
 
 *Ensemble robust accuracy* is AutoAttack's per-sample worst case taken over every attack in the
 store: an image counts as robust at eps only if it was classified correctly and no attack that
-scores the class head (a ``cls`` or ``joint`` target; any library, any plugin) fooled it. It is never higher than any single attack's robust
-accuracy, and it is what a new attack is measured against: add a plugin, run only it, and the
-ensemble column updates.
+scores the class head (a ``cls`` or ``joint`` target; any library, any plugin) fooled it. It is
+never higher than any single attack's robust accuracy, and it is what a new attack is measured
+against: add a plugin, run only it, and the ensemble column updates.
 
 The *cross-task matrix* reads, for each attacked head (``cls``, ``seg``, ``joint``), the damage to
 both heads: accuracy and nucleus/cytoplasm Dice, clean and under the strongest attack at each eps.
