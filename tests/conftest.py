@@ -116,6 +116,11 @@ def restore_models():
     plugins_mod._LOADED.update(loaded)
 
 
+def per_image_rows(table):
+    """The rows whose ``n`` is every image of the cell (not a class's recall or the success rate's subset)."""
+    return table[~table["metric"].str.startswith("recall_") & (table["metric"] != "attack_success_rate")]
+
+
 # --- shared by the CLI and data tests ----------------------------------------------------------
 WIDE = {"COLUMNS": "250"}  # rich wraps at 80 columns otherwise
 

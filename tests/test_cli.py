@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import WIDE, cli_text
+from conftest import WIDE, cli_text, per_image_rows
 from typer.testing import CliRunner
 
 from robustbench_wbc._version import __version__
@@ -152,7 +152,7 @@ def test_e2e_run(e2e_out):
     assert set(table["model"]) == set(E2E_MODELS.split(","))
     assert set(table["split"]) == {"synth:test", "synth:ood-lab-b"}  # the default splits
     assert set(table["attack"]) == {"none", "fgsm", "pgd"}
-    assert set(table["status"]) == {"ok"} and (table["n"] == 20).all()
+    assert set(table["status"]) == {"ok"} and (per_image_rows(table)["n"] == 20).all()
 
 
 def test_e2e_rerun_skips(cli, e2e_out):

@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import per_image_rows
 from torch import nn
 
 import robustbench_wbc as rw
@@ -69,7 +70,7 @@ def test_benchmark_plain_tensor_classifier():
     assert {"robust_accuracy", "attack_success_rate", "mean_perturbation_linf"} <= _metrics(table, "fgsm")
     adv = table[(table["attack"] == "fgsm") & (table["metric"] == "mean_perturbation_linf")]
     assert (adv["value"] <= EPS[0] + 1e-5).all()  # the threat model holds
-    assert set(table["n"]) == {N}
+    assert set(per_image_rows(table)["n"]) == {N}
     assert set(table["model_sha256"]) == {state_dict_sha256(model)}
     assert model.training and not model.features[1].training and model.head.training
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_mini_dataset
+from conftest import make_mini_dataset, per_image_rows
 from PIL import Image
 from scipy import ndimage
 
@@ -496,7 +496,7 @@ def test_bench_without_masks_scores_accuracy(maskless_bench):
         assert len(clean) == 1 and 0 <= clean["value"].item() <= 1, model
         robust = rows[(rows["attack"] == "fgsm") & (rows["metric"] == "robust_accuracy")]
         assert len(robust) >= 1 and (robust["value"] <= clean["value"].item() + 1e-12).all(), model
-        assert (rows["n"] == 10).all()
+        assert (per_image_rows(rows)["n"] == 10).all()
 
 
 def test_bench_without_masks_has_no_dice_rows(maskless_bench):

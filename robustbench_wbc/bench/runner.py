@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 import time
 import uuid
@@ -15,13 +16,14 @@ import torch
 
 from robustbench_wbc.attacks.base import ATTACKS, ThreatModelViolation, build_attack, perturbation_norms
 from robustbench_wbc.bench.cells import CLEAN, Cell
-from robustbench_wbc.bench.diagnostics import model_checks
+from robustbench_wbc.bench.diagnostics import CHECK_IMAGES, model_checks
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.data.splits import SPLITS, SplitData
-from robustbench_wbc.metrics import balanced_accuracy, correct, segmentation_scores
+from robustbench_wbc.metrics import correct, segmentation_scores
 from robustbench_wbc.models.card import ModelCard
 from robustbench_wbc.models.hub import load_model, read_card, versions
 from robustbench_wbc.models.zoo import MODELS, base_id
+from robustbench_wbc.stats import Measure, balanced, mean, proportion
 
 logger = logging.getLogger(__name__)
 
@@ -154,18 +156,23 @@ def evaluate_cell(cell: Cell, ctx: Context) -> CellResult:
             _check_outputs(ctx.clean[key], len(data), len(card.classes), card.image_size)
         clean = ctx.clean[key]
         samples = {"index": torch.arange(len(data)), "label": data.labels}
-        metrics: dict[str, float] = {}
+        metrics: dict[str, Measure] = {}
         if "logits" in clean:
             clean_ok = correct(clean["logits"], data.labels)
             samples["clean_pred"] = clean["logits"].argmax(1)
-            metrics["accuracy"] = clean_ok.float().mean().item()
-            metrics["balanced_accuracy"] = balanced_accuracy(clean_ok, data.labels)
+            metrics["accuracy"] = proportion(clean_ok)
+            metrics["balanced_accuracy"] = balanced(clean_ok, data.labels)
+            for c, name in enumerate(card.classes):  # each class's recall, over its own images
+                if (data.labels == c).any():
+                    metrics[f"recall_{name}"] = proportion(clean_ok[data.labels == c])
         if "mask" in clean and data.masks is not None:  # real splits may come without masks
             for k, v in segmentation_scores(clean["mask"], data.masks.long()).items():
                 samples[f"clean_{k}"] = v
-                metrics[k] = v.mean().item()
+                metrics[k] = mean(v)
         if cell.is_clean:
-            metrics.update(model_checks(model, data.images, data.labels, data.masks))
+            checked = min(len(data), CHECK_IMAGES)
+            metrics.update({k: Measure(v, checked, math.nan, math.nan)
+                            for k, v in model_checks(model, data.images, data.labels, data.masks).items()})
             passes["forward_passes"] = len(data)
         else:
             metrics, passes = _attack_metrics(cell, model, data, clean, samples)
@@ -178,7 +185,7 @@ def evaluate_cell(cell: Cell, ctx: Context) -> CellResult:
     return CellResult(cell, "ok", rows, pd.DataFrame({k: v.numpy() for k, v in samples.items()}))
 
 
-def _attack_metrics(cell, model, data, clean, samples) -> tuple[dict[str, float], dict[str, int]]:
+def _attack_metrics(cell, model, data, clean, samples) -> tuple[dict[str, Measure], dict[str, int]]:
     """Attacks the split and scores the adversarials; gives the metrics and the passes it cost.
 
     Against ``cls`` only the images still classified correctly are attacked (a miss stays a miss,
@@ -193,31 +200,30 @@ def _attack_metrics(cell, model, data, clean, samples) -> tuple[dict[str, float]
             for i, (x, y, m) in zip(range(0, len(data), BATCH_SIZE), data.batches(BATCH_SIZE))]
     adv_images = torch.cat(advs)
     adv = _predict(model, adv_images)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Measure] = {}
     if "logits" in adv:
         adv_ok = correct(adv["logits"], data.labels)
         robust = clean_ok & adv_ok  # RobustBench's convention: a miss stays a miss
         samples["adv_pred"] = adv["logits"].argmax(1)
         samples["robust"] = robust
-        metrics["robust_accuracy"] = robust.float().mean().item()
-        n_ok = int(clean_ok.sum())
-        metrics["attack_success_rate"] = (clean_ok & ~adv_ok).sum().item() / n_ok if n_ok else float("nan")
+        metrics["robust_accuracy"] = proportion(robust)
+        metrics["attack_success_rate"] = proportion(~adv_ok[clean_ok])  # of the images right before the attack
     if "mask" in adv and data.masks is not None:
         for k, v in segmentation_scores(adv["mask"], data.masks.long()).items():
             samples[f"adv_{k}"] = v
-            metrics[k] = v.mean().item()
+            metrics[k] = mean(v)
     for norm, v in perturbation_norms(data.images, adv_images).items():
         samples[f"perturbation_{norm}"] = v
-        metrics[f"mean_perturbation_{norm}"] = v.mean().item()
+        metrics[f"mean_perturbation_{norm}"] = mean(v)
     fwd, bwd = attack.passes
     return metrics, {"forward_passes": fwd + len(data), "backward_passes": bwd}
 
 
 COLUMNS = ["run_id", "cell_id", "model", "family", "encoder", "recipe", "model_seed", "split",
            "domain", "corruption", "severity", "attack", "backend", "target", "norm", "eps", "seed", "metric", "value",
-           "n", "status", "reason", "time_s", "forward_passes", "backward_passes", "finished_at", "labelled_images",
-           "masked_images", "params", "model_sha256", "git_sha", "v_robustbench_wbc", "v_torch", "v_timm",
-           "v_torchattacks", "v_art", "v_pyautoattack"]
+           "n", "ci_low", "ci_high", "status", "reason", "time_s", "forward_passes", "backward_passes", "finished_at",
+           "labelled_images", "masked_images", "params", "model_sha256", "git_sha", "v_robustbench_wbc", "v_torch",
+           "v_timm", "v_torchattacks", "v_art", "v_pyautoattack"]
 
 
 def library_versions() -> dict[str, str]:
@@ -233,7 +239,7 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, float], status: str,
+def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, Measure], status: str,
           reason: str, time_s: float, passes: dict[str, int] | None = None) -> pd.DataFrame:
     split = SPLITS.get(cell.split)
     synth = split.synth
@@ -243,7 +249,7 @@ def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, float], 
         "domain": split.domain, "corruption": synth.corruption if synth and synth.corruption else "none",
         "severity": synth.severity if synth else 0, "attack": cell.attack, "backend": cell.backend,
         "target": cell.target, "norm": cell.norm, "eps": float(cell.eps), "seed": cell.seed,
-        "n": cell.n_images, "status": status, "reason": reason, "time_s": round(time_s, 4),
+        "status": status, "reason": reason, "time_s": round(time_s, 4),
         **(passes or {"forward_passes": 0, "backward_passes": 0}),
         "finished_at": pd.Timestamp.now(tz="UTC"),
         "labelled_images": card.labelled_images, "masked_images": card.masked_images,
@@ -251,8 +257,10 @@ def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, float], 
         "model_sha256": cell.model_sha256, "git_sha": ctx.git_sha,
         **{f"v_{k}": v for k, v in ctx.versions.items()},
     }
-    items = metrics.items() if metrics else [("status", float("nan"))]
-    df = pd.DataFrame([{**base, "metric": k, "value": float(v)} for k, v in items])
+    nan = Measure(math.nan, cell.n_images, math.nan, math.nan)
+    items = metrics.items() if metrics else [("status", nan)]
+    df = pd.DataFrame([{**base, "metric": k, "value": float(m.value), "n": int(m.n), "ci_low": float(m.ci_low),
+                        "ci_high": float(m.ci_high)} for k, m in items])
     return df[COLUMNS]
 
 
