@@ -32,8 +32,10 @@ def test_eps_label(eps, norm, label):
 
 def test_one_row_per_model_ranked(board):
     assert sorted(board["model"]) == sorted(BENCH_MODELS)
-    assert board["rank"].tolist() == list(range(1, len(BENCH_MODELS) + 1))
-    assert list(board.columns[:2]) == ["rank", "model"]
+    ranks = board["rank"].tolist()
+    assert ranks[0] == 1 and ranks == sorted(ranks)  # shared ranks where intervals overlap
+    assert list(board.columns[:3]) == ["rank", "tied", "model"]
+    assert board.attrs["by"] == "linf"
 
 
 def test_columns(board):
@@ -89,7 +91,8 @@ def test_ranking_puts_unet_last(board):
 
 def test_to_markdown(board):
     text = to_markdown(board)
-    lines = text.strip().splitlines()
+    assert "Ranked by the worst robust accuracy under L∞" in text
+    lines = [line for line in text.strip().splitlines() if line.startswith("|")]
     assert len(lines) == len(board) + 2
     header = lines[0]
     assert header.startswith("| rank | model |")
@@ -207,7 +210,7 @@ def test_mean_and_sd_over_seeds(seeded_board):
 
 def test_markdown_shows_mean_pm_sd_for_several_seeds(seeded_board):
     text = to_markdown(seeded_board)
-    lines = text.strip().splitlines()
+    lines = [line for line in text.strip().splitlines() if line.startswith("|")]
     assert "_sd" not in lines[0]  # no column of its own
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     head = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -256,3 +259,50 @@ def test_by_class_recomputes_the_cell_means(bench_run, bench_table):
     assert md.splitlines()[0].startswith("| model | neutrophil ID") and "basophil OOD" in md.splitlines()[0]
     assert {line.split("|")[1].strip() for line in md.splitlines()[2:]} == {"tiny_multitask", "tiny_unet"}
     assert "No per-class" in by_class_markdown(pc, "robust_accuracy")
+
+
+# --- rankings and ties -----------------------------------------------------------------------------------
+def _ranked_table(values: dict[str, float], n: int) -> pd.DataFrame:
+    e = 8 / 255
+    rows = []
+    for model, rob in values.items():
+        rows += [_row(model, "classifier", "synth:test", CLEAN, "accuracy", 1.0, n=n),
+                 _row(model, "classifier", "synth:ood-lab-b", CLEAN, "accuracy", 1 - rob, n=n),
+                 _row(model, "classifier", "synth:test", "pgd", "robust_accuracy", rob, e, n=n)]
+    return pd.DataFrame(rows)
+
+
+def test_overlapping_intervals_share_a_rank():
+    """0.50 and 0.45 on 100 images are within noise (Wilson ±10 points); 0.90 is clearly above both."""
+    board = leaderboard(_ranked_table({"top": 0.9, "a": 0.5, "b": 0.45, "low": 0.05}, n=100))
+    assert board["model"].tolist() == ["top", "a", "b", "low"]
+    assert board["rank"].tolist() == [1, 2, 2, 4] and board["tied"].tolist() == [False, True, True, False]
+    assert (board["key_low"] < board["worst_robust_acc"]).all() and (board["worst_robust_acc"] < board["key_high"]).all()
+    text = to_markdown(board)
+    assert "| 2= | a |" in text and "| 2= | b |" in text and "| 1 | top |" in text
+    # on 10,000 images the same gap is a real difference
+    big = leaderboard(_ranked_table({"top": 0.9, "a": 0.5, "b": 0.45, "low": 0.05}, n=10_000))
+    assert big["rank"].tolist() == [1, 2, 3, 4] and not big["tied"].any()
+
+
+def test_seed_intervals_use_the_spread_over_seeds(seeded_board):
+    m = seeded_board.set_index("model").loc["m"]  # worst robust accuracy 0.1, 0.2, 0.5 over 3 seeds
+    half = 4.302652729911275 * np.std([0.1, 0.2, 0.5], ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert m["key_low"] == pytest.approx(max(0.0, 0.8 / 3 - half)) and m["key_high"] == pytest.approx(0.8 / 3 + half)
+
+
+def test_rank_by_ood_and_errors():
+    by_ood = leaderboard(_ranked_table({"a": 0.2, "b": 0.6}, 1000), by="ood")
+    assert by_ood.attrs["by"] == "ood" and by_ood["model"].tolist() == ["a", "b"]  # OOD 0.8 above 0.4
+    with pytest.raises(ValueError, match="unknown ranking"):
+        leaderboard(_ranked_table({"a": 0.2}, 10), by="speed")
+    with pytest.raises(ValueError, match="nothing to rank by 'l2'"):
+        leaderboard(_ranked_table({"a": 0.2}, 10), by="l2")
+
+
+def test_rank_by_seg_on_the_bench(bench_table):
+    b = leaderboard(bench_table, by="seg")
+    assert b.attrs["by"] == "seg"
+    assert b["model"].tolist()[-1] == "tiny_cls"  # no masks: ranks last
+    segs = b["nucleus_dice_adv"].dropna()
+    assert segs.is_monotonic_decreasing

@@ -222,8 +222,8 @@ def _attack_metrics(cell, model, data, clean, samples) -> tuple[dict[str, Measur
 COLUMNS = ["run_id", "cell_id", "model", "family", "encoder", "recipe", "model_seed", "split",
            "domain", "corruption", "severity", "attack", "backend", "target", "norm", "eps", "seed", "metric", "value",
            "n", "ci_low", "ci_high", "status", "reason", "time_s", "forward_passes", "backward_passes", "finished_at",
-           "labelled_images", "masked_images", "params", "model_sha256", "git_sha", "v_robustbench_wbc", "v_torch",
-           "v_timm", "v_torchattacks", "v_art", "v_pyautoattack"]
+           "labelled_images", "masked_images", "model_params", "params", "model_sha256", "git_sha",
+           "v_robustbench_wbc", "v_torch", "v_timm", "v_torchattacks", "v_art", "v_pyautoattack"]
 
 
 def library_versions() -> dict[str, str]:
@@ -252,7 +252,7 @@ def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, Measure]
         "status": status, "reason": reason, "time_s": round(time_s, 4),
         **(passes or {"forward_passes": 0, "backward_passes": 0}),
         "finished_at": pd.Timestamp.now(tz="UTC"),
-        "labelled_images": card.labelled_images, "masked_images": card.masked_images,
+        "labelled_images": card.labelled_images, "masked_images": card.masked_images, "model_params": card.params,
         "params": ";".join(f"{k}={v}" for k, v in sorted(cell.params.items())),
         "model_sha256": cell.model_sha256, "git_sha": ctx.git_sha,
         **{f"v_{k}": v for k, v in ctx.versions.items()},

@@ -15,8 +15,8 @@ from robustbench_wbc.report.by_class import by_class as class_table
 from robustbench_wbc.report.by_class import by_class_markdown
 from robustbench_wbc.report.ensemble import cross_task as cross_task_table
 from robustbench_wbc.report.ensemble import cross_task_markdown, ensemble
+from robustbench_wbc.report.leaderboard import BY, to_csv, to_markdown
 from robustbench_wbc.report.leaderboard import leaderboard as make_board
-from robustbench_wbc.report.leaderboard import to_csv, to_markdown
 
 
 class Format(str, Enum):
@@ -31,6 +31,9 @@ def leaderboard(
     write: Annotated[Path | None, typer.Option(help="Also write it to this file.")] = None,
     by_class: Annotated[bool, typer.Option(
         help="Instead, per class (ID and OOD): clean accuracy, nucleus Dice and cytoplasm Dice.")] = False,
+    by: Annotated[str | None, typer.Option(metavar="linf|l2|ood|seg",
+        help="Rank by the worst robust accuracy under L∞ (default when L∞ attacks ran) or L2 attacks, by clean "
+             "OOD accuracy, or by nucleus Dice under attack. Overlapping 95 % intervals share a rank.")] = None,
     cross_task: Annotated[bool, typer.Option(
         help="Instead, the cross-task matrix: each head's damage under cls, seg and joint attacks.")] = False,
 ) -> None:
@@ -52,7 +55,12 @@ def leaderboard(
         matrix = cross_task_table(table)
         text = cross_task_markdown(matrix) if format is Format.md else matrix.to_csv(index=False)
     else:
-        board = make_board(table, ensemble(store, table))
+        if by is not None and by not in BY:
+            raise typer.BadParameter(f"unknown ranking {by!r}; expected one of {', '.join(BY)}", param_hint="--by")
+        try:
+            board = make_board(table, ensemble(store, table), by=by)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--by") from None
         text = to_markdown(board) if format is Format.md else to_csv(board)
     if write is not None:
         write.parent.mkdir(parents=True, exist_ok=True)

@@ -6,11 +6,13 @@ import logging
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from robustbench_wbc.attacks.base import eps_label
 from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.data.splits import SPLITS
 from robustbench_wbc.report.reliability import unreliable
+from robustbench_wbc.stats import wilson
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,19 @@ def split_role(split: str) -> str:
     return SPLITS.get(split).role if split in SPLITS else "unknown"
 
 
-def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+BY = ("linf", "l2", "ood", "seg")
+# the number each ranking reads, and the images behind it (for its interval)
+BY_KEY = {"linf": ("worst_robust_acc", "n_robust"), "l2": ("worst_robust_acc_l2", "n_robust_l2"),
+          "ood": ("clean_acc_ood", "n_ood"), "seg": ("nucleus_dice_adv", "n_seg")}
+
+
+BY_TEXT = {"linf": "the worst robust accuracy under L∞ attacks at the largest eps",
+           "l2": "the worst robust accuracy under L2 attacks at the largest eps",
+           "ood": "clean accuracy out of distribution (mean over the OOD splits)",
+           "seg": "nucleus Dice under attack on the masks"}
+
+
+def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, by: str | None = None) -> pd.DataFrame:
     """Gives one row per model: labels used, clean ID/OOD accuracy, robust accuracy, Dice, reliability.
 
     Clean numbers come from the in-distribution test split (role ``test``), the mean over SynthWBC's
@@ -74,7 +88,19 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None) 
     them, which then also counts for ``worst_robust_acc``. ``unreliable`` and
     ``unreliable_reason`` come from :func:`robustbench_wbc.report.reliability.unreliable` (a model
     is flagged when any of its seeds is).
+
+    ``by`` picks the ranking (RobustBench's one leaderboard per threat model): ``linf`` the worst
+    robust accuracy under L∞ attacks at the largest eps (the default when L∞ attacks ran), ``l2``
+    the same under L2 attacks, ``ood`` the clean accuracy out of distribution (the default
+    otherwise), ``seg`` nucleus Dice under attack on the masks. Models without the number rank
+    last. **Ties:** each model's number has a 95 % interval (``key_low``, ``key_high``): over
+    seeds, mean ± t·sd/√k when it has k ≥ 2 seeds; with one seed, Wilson's over the images behind
+    it (for a mean Dice, a conservative bound, as its variance is at most μ(1 − μ)). A model's rank
+    is 1 + the number of models whose interval lies wholly above its own, so models whose
+    intervals overlap share a rank (``tied``), instead of an order the data cannot support.
     """
+    if by is not None and by not in BY:
+        raise ValueError(f"unknown ranking {by!r}; expected one of {', '.join(BY)}")
     if table.empty:
         return pd.DataFrame()
     table = current_rows(table)
@@ -97,8 +123,18 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None) 
         sel = df[(df["metric"] == metric) & (df["role"] == role)]
         return sel.groupby(SEED_KEYS)["value"].mean()
 
+    def n_of(df: pd.DataFrame, metric: str, role: str) -> pd.Series:
+        sel = df[(df["metric"] == metric) & (df["role"] == role)]
+        return sel.groupby(SEED_KEYS)["n"].sum()
+
     per_seed["clean_acc_id"] = mean_of(clean, "accuracy", "test")
     per_seed["clean_acc_ood"] = mean_of(clean, "accuracy", "ood")
+    ood_acc = clean[(clean["metric"] == "accuracy") & (clean["role"] == "ood")]
+    per_seed["clean_acc_ood_worst"] = ood_acc.groupby(SEED_KEYS)["value"].min()
+    counts = pd.DataFrame(index=per_seed.index)  # images behind the ranking numbers, per seed
+    counts["n_ood"] = n_of(clean, "accuracy", "ood")
+    counts["n_robust"] = counts["n_robust_l2"] = n_of(clean, "accuracy", "test")
+    counts["n_seg"] = n_of(clean, "nucleus_dice", "test")
     robust_cols = []
     # accuracy under attack on the class head: a cls attack, or a joint one on a multitask model (the
     # attacker may pick either loss, so both count for the worst case)
@@ -107,13 +143,13 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None) 
     for (target, attack, norm, eps), grp in rob.groupby(["target", "attack", "norm", "eps"], sort=True):
         col = f"{attack}{'' if target == 'cls' else ':' + target}@{eps_label(eps, norm)}"
         per_seed[col] = grp.groupby(SEED_KEYS)["value"].mean()
-        robust_cols.append((attack, eps, col))
+        robust_cols.append((norm, eps, col))
     if ensemble_rows is not None and not ensemble_rows.empty:
         ens = ensemble_rows[(ensemble_rows["split"].map(split_role) == "test") & (ensemble_rows["attacks"] >= 2)]
         for (norm, eps), grp in ens.groupby(["norm", "eps"], sort=True):
             col = f"ensemble@{eps_label(eps, norm)}"
             per_seed[col] = grp.groupby(SEED_KEYS)["robust_accuracy"].min()
-            robust_cols.append(("ensemble", eps, col))
+            robust_cols.append((norm, eps, col))
     for part in ("nucleus", "cytoplasm"):
         per_seed[f"{part}_dice_id"] = mean_of(clean, f"{part}_dice", "test")
         per_seed[f"{part}_dice_ood"] = mean_of(clean, f"{part}_dice", "ood")
@@ -128,14 +164,18 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None) 
         worst_eps = seg_adv.groupby("model")["eps"].transform("max")
         at_max = seg_adv[seg_adv["eps"] == worst_eps]
         per_seed["nucleus_dice_adv"] = at_max.groupby(SEED_KEYS)["value"].min()
-    if robust_cols:  # rank by the worst case over attacks at the largest eps they share, seed by seed
-        top_eps = max(e for _, e, _ in robust_cols)
-        cols = [c for _, e, c in robust_cols if e == top_eps and ":" not in c]
-        worst = per_seed[cols].min(axis=1, skipna=False)  # every cls attack must have run
-        joint = [c for _, e, c in robust_cols if e == top_eps and ":" in c]  # only multitask models have these
+    top_eps = {}
+    for norm, suffix in (("linf", ""), ("l2", "_l2")):  # the worst case over attacks at the largest eps, per norm
+        of_norm = [(e, c) for nm, e, c in robust_cols if nm == norm]
+        if not of_norm:
+            continue
+        top_eps[norm] = max(e for e, _ in of_norm)
+        cols = [c for e, c in of_norm if e == top_eps[norm] and ":" not in c]
+        worst = per_seed[cols].min(axis=1, skipna=False) if cols else pd.Series(np.nan, index=per_seed.index)
+        joint = [c for e, c in of_norm if e == top_eps[norm] and ":" in c]  # only multitask models have these
         if joint:
             worst = worst.where(worst.isna(), np.fmin(worst, per_seed[joint].min(axis=1)))
-        per_seed["worst_robust_acc"] = worst
+        per_seed[f"worst_robust_acc{suffix}"] = worst
 
     by_model = per_seed.astype(float).groupby(level="model")
     mean, sd = by_model.mean(), by_model.std(ddof=1)
@@ -153,23 +193,59 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None) 
         board["unreliable"] = by_model["unreliable"].reindex(board.index).fillna(False).astype(bool)
         board["unreliable_reason"] = by_model["unreliable_reason"].reindex(board.index).fillna("")
 
-    if robust_cols:
-        board["worst_robust_eps"] = np.where(board["worst_robust_acc"].notna(), top_eps, np.nan)
-        key = "worst_robust_acc"
-    else:
-        key = "clean_acc_id"
+    for norm, suffix in (("linf", ""), ("l2", "_l2")):
+        if norm in top_eps:
+            col = f"worst_robust_acc{suffix}"
+            board[f"worst_robust_eps{suffix}"] = np.where(board[col].notna(), top_eps[norm], np.nan)
+    if "model_params" in table:
+        board["params"] = models["model_params"]
+
+    by = by or ("linf" if "linf" in top_eps else "l2" if "l2" in top_eps else "ood")
+    key, n_col = BY_KEY[by]
+    if key not in board:
+        raise ValueError(f"nothing to rank by {by!r}: the results have no {key!r} "
+                         f"({'run an attack of that norm' if by in ('linf', 'l2') else 'run the splits it needs'})")
+    lo, hi = _intervals(board[key], board.get(f"{key}_sd"), board["seeds"],
+                        counts[n_col].groupby(level="model").mean().reindex(board.index))
+    board["key_low"], board["key_high"] = lo, hi
     seg_key = board["nucleus_dice_adv"] if "nucleus_dice_adv" in board else board["nucleus_dice_id"]
-    board = board.assign(_k1=board[key].fillna(-1), _k2=board["clean_acc_ood"].fillna(-1),
-                         _k3=seg_key.fillna(-1))
+    board = board.assign(_k1=board[key].fillna(-1), _k2=board["clean_acc_ood"].fillna(-1), _k3=seg_key.fillna(-1))
     board = board.sort_values(["_k1", "_k2", "_k3"], ascending=False).drop(columns=["_k1", "_k2", "_k3"])
-    first = ["family", "recipe", "seeds", "labelled_images", "masked_images", "clean_acc_id", "clean_acc_ood",
-             "worst_robust_acc", "worst_robust_eps"]
+    first = ["family", "recipe", "seeds", "labelled_images", "masked_images", "params", "clean_acc_id", "clean_acc_ood",
+             "clean_acc_ood_worst", "worst_robust_acc", "worst_robust_eps", "worst_robust_acc_l2", "worst_robust_eps_l2"]
     sds = {f"{c}_sd" for c in per_seed.columns}
     order = [c for c in first if c in board] + [c for c in board if c not in first and c not in sds]
     board = board[[x for c in order for x in (c, f"{c}_sd") if x in board]]  # each _sd after its mean
     board = board.rename_axis("model").reset_index()
-    board.insert(0, "rank", np.arange(1, len(board) + 1))
+    ranks = _ranks(board[key].to_numpy(float), board["key_low"].to_numpy(float), board["key_high"].to_numpy(float))
+    board.insert(0, "rank", ranks)
+    board.insert(1, "tied", pd.Series(ranks).duplicated(keep=False).to_numpy() & ~np.isnan(board[key].to_numpy(float)))
+    board.attrs["by"] = by
     return board
+
+
+def _intervals(value: pd.Series, sd: pd.Series | None, seeds: pd.Series, n: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Gives each model's 95 % interval: over seeds (t) with two or more, else Wilson over its images."""
+    lo, hi = np.full(len(value), np.nan), np.full(len(value), np.nan)
+    for i, (v, k, m) in enumerate(zip(value, seeds, n)):
+        s = np.nan if sd is None else sd.iloc[i]
+        if np.isnan(v):
+            continue
+        if k >= 2 and not np.isnan(s):
+            half = scipy.stats.t.ppf(0.975, k - 1) * s / np.sqrt(k)
+            lo[i], hi[i] = max(0.0, v - half), min(1.0, v + half)
+        elif m and not np.isnan(m):
+            lo[i], hi[i] = wilson(int(round(v * m)), int(m))
+    return lo, hi
+
+
+def _ranks(value: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Gives 1 + the number of models whose interval lies wholly above each model's (NaN ranks last)."""
+    ranks = np.empty(len(value), dtype=int)
+    have = ~np.isnan(value)
+    for i in range(len(value)):
+        ranks[i] = 1 + int(np.sum(lo[have] > hi[i])) if have[i] else 1 + int(have.sum())
+    return ranks
 
 
 def sd_columns(board: pd.DataFrame) -> dict[str, str]:
@@ -180,6 +256,8 @@ def sd_columns(board: pd.DataFrame) -> dict[str, str]:
 def _fmt(v: object, col: str, sd: object = None) -> str:
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
+    if col == "params":
+        return "–" if pd.isna(v) else f"{float(v) / 1e6:.2f} M"
     if isinstance(v, float):
         if np.isnan(v):
             return "–"
@@ -195,7 +273,8 @@ def _fmt(v: object, col: str, sd: object = None) -> str:
 HEADERS = {
     "rank": "rank", "model": "model", "family": "family", "recipe": "recipe",
     "seeds": "seeds", "labelled_images": "labels (images)", "masked_images": "labels (masks)",
-    "clean_acc_id": "clean acc ID %", "clean_acc_ood": "clean acc OOD %",
+    "clean_acc_id": "clean acc ID %", "clean_acc_ood": "clean acc OOD %", "clean_acc_ood_worst": "worst OOD split %",
+    "params": "params", "worst_robust_acc_l2": "worst robust acc L2 %", "worst_robust_eps_l2": "L2 eps",
     "nucleus_dice_id": "nucleus Dice ID %", "cytoplasm_dice_id": "cytoplasm Dice ID %",
     "nucleus_dice_ood": "nucleus Dice OOD %", "cytoplasm_dice_ood": "cytoplasm Dice OOD %",
     "nucleus_dice_adv": "nucleus Dice under seg attack %", "nucleus_dice_adv_eps": "seg attack eps",
@@ -217,12 +296,18 @@ def to_markdown(board: pd.DataFrame) -> str:
     if board.empty:
         return "_No results yet: run `wbc-robust run` first._\n"
     sd_of = sd_columns(board)
-    cols = [c for c in board.columns if c not in sd_of.values()]
+    cols = [c for c in board.columns if c not in sd_of.values() and c not in ("tied", "key_low", "key_high")]
     head = [HEADERS.get(c, f"{c} robust acc %") for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in board.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c], c, row[sd_of[c]] if c in sd_of else None) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
+        cells = [_fmt(row[c], c, row[sd_of[c]] if c in sd_of else None) for c in cols]
+        if "tied" in board and row["tied"]:
+            cells[cols.index("rank")] += "="  # shares its rank: the intervals overlap
+        lines.append("| " + " | ".join(cells) + " |")
+    by = board.attrs.get("by")
+    note = (f"\nRanked by {BY_TEXT[by]}; `n=` marks a rank shared by models whose 95 % intervals overlap.\n"
+            if by in BY_TEXT else "")
+    return "\n".join(lines) + "\n" + note
 
 
 def to_csv(board: pd.DataFrame) -> str:
