@@ -345,3 +345,22 @@ def test_leaderboard_by(cli, e2e_out):
     for bad, message in (("speed", "unknown ranking"), ("l2", "nothing to rank by 'l2'")):
         result = cli.invoke(app, ["leaderboard", "--out", str(out), "--by", bad])
         assert result.exit_code == 2 and message in cli_text(result)
+
+
+def test_leaderboard_shift(cli, e2e_out):
+    out, _ = e2e_out
+    result = cli.invoke(app, ["leaderboard", "--out", str(out), "--shift"], env=WIDE)
+    assert result.exit_code == 0, cli_text(result)
+    text = cli_text(result)
+    # two models with a class head: no trend across models yet, and no corruption splits; both said plainly
+    assert "Effective robustness" in text and "at least 3 models" in text
+    assert "Corruption error" in text and "no clean accuracy on corruption splits" in text
+
+
+def test_leaderboard_html(cli, e2e_out):
+    out, _ = e2e_out
+    result = cli.invoke(app, ["leaderboard", "--out", str(out), "--format", "html"])
+    assert result.exit_code == 0, cli_text(result)
+    assert "<table class=\"leaderboard\">" in result.stdout and all(m in result.stdout for m in E2E_MODELS.split(","))
+    bad = cli.invoke(app, ["leaderboard", "--out", str(out), "--format", "html", "--by-class"], env=WIDE)
+    assert bad.exit_code == 2 and "wbc-robust report" in cli_text(bad)

@@ -306,3 +306,20 @@ def test_rank_by_seg_on_the_bench(bench_table):
     assert b["model"].tolist()[-1] == "tiny_cls"  # no masks: ranks last
     segs = b["nucleus_dice_adv"].dropna()
     assert segs.is_monotonic_decreasing
+
+
+def test_effective_robustness_column_once_three_models_have_id_and_ood():
+    def table(models):
+        return pd.DataFrame([r for m, (i, o) in models.items()
+                             for r in (_row(m, "classifier", "synth:test", CLEAN, "accuracy", i, n=100),
+                                       _row(m, "classifier", "synth:ood-lab-b", CLEAN, "accuracy", o, n=100))])
+
+    assert "effective_robustness" not in leaderboard(table({"a": (0.9, 0.5), "b": (0.7, 0.3)}))  # no trend from two
+    three = table({"a": (0.9, 0.5), "b": (0.7, 0.3), "c": (0.8, 0.6)})
+    board = leaderboard(three).set_index("model")
+    from robustbench_wbc.report.shift import effective_robustness
+
+    _, per_model = effective_robustness(three)
+    assert board["effective_robustness"].to_dict() == pytest.approx(per_model.set_index("model")["residual"].to_dict())
+    assert board.loc["c", "effective_robustness"] > 0  # above the trend of a and b
+    assert "effective robustness (points)" in to_markdown(board.reset_index())

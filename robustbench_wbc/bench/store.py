@@ -16,6 +16,10 @@ import pandas as pd
 from robustbench_wbc.atomic import atomic_write_parquet
 
 CELLS, SAMPLES = "cells", "samples"
+# Columns added to the tidy table after results were first stored, with what an older cell reads as:
+# an older store stays readable, its missing numbers unknown rather than invented.
+ADDED_COLUMNS = {"ci_low": float("nan"), "ci_high": float("nan"), "forward_passes": 0, "backward_passes": 0,
+                 "model_params": float("nan"), "v_art": "", "v_pyautoattack": ""}
 
 
 class ResultStore:
@@ -56,6 +60,9 @@ class ResultStore:
         if not files:
             return pd.DataFrame()
         df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        for col, default in ADDED_COLUMNS.items():
+            if col not in df:
+                df[col] = default
         order = [c for c in ("model", "split", "attack", "target", "eps", "seed", "metric") if c in df]
         return df.sort_values(order, kind="stable").reset_index(drop=True)
 

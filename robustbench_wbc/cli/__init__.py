@@ -11,18 +11,22 @@ from robustbench_wbc.cli.data import data_app
 from robustbench_wbc.cli.finetune import finetune
 from robustbench_wbc.cli.leaderboard import leaderboard
 from robustbench_wbc.cli.listing import attacks_app, models_app, splits_app, train
+from robustbench_wbc.cli.report import report
 from robustbench_wbc.cli.run import run
+from robustbench_wbc.cli.show import show_app
 
 app = typer.Typer(name="wbc-robust", no_args_is_help=True, add_completion=False,
                   help="How robust are white-blood-cell models to distribution shift and attack?")
 app.command()(run)
 app.command()(leaderboard)
+app.command()(report)
 app.command()(train)
 app.command()(finetune)
 app.add_typer(models_app, name="models")
 app.add_typer(attacks_app, name="attacks")
 app.add_typer(splits_app, name="splits")
 app.add_typer(data_app, name="data")
+app.add_typer(show_app, name="show")
 
 
 def _version(value: bool) -> None:

@@ -15,13 +15,38 @@ from robustbench_wbc.report.by_class import by_class as class_table
 from robustbench_wbc.report.by_class import by_class_markdown
 from robustbench_wbc.report.ensemble import cross_task as cross_task_table
 from robustbench_wbc.report.ensemble import cross_task_markdown, ensemble
+from robustbench_wbc.report.html import leaderboard_html
 from robustbench_wbc.report.leaderboard import BY, to_csv, to_markdown
 from robustbench_wbc.report.leaderboard import leaderboard as make_board
+
+
+def shift_report(table, markdown: bool = True) -> str:
+    """Gives the effective-robustness fit and the corruption error, each where the results allow it."""
+    from robustbench_wbc.report.shift import (
+        corruption_error,
+        corruption_error_markdown,
+        effective_robustness,
+        effective_robustness_markdown,
+    )
+
+    parts = []
+    for title, compute, render in (
+            ("Effective robustness (ID → OOD accuracy across models)", effective_robustness,
+             lambda r: effective_robustness_markdown(*r) if markdown else r[1].to_csv(index=False)),
+            ("Corruption error (mCE, % of the classifier-only baseline)", corruption_error,
+             lambda r: corruption_error_markdown(r[1], r[0]) if markdown else r[1].to_csv(index=False))):
+        try:
+            body = render(compute(table))
+        except ValueError as exc:
+            body = f"_{exc}_\n" if markdown else ""
+        parts.append(f"**{title}**\n\n{body}" if markdown else body)
+    return "\n".join(parts)
 
 
 class Format(str, Enum):
     md = "md"
     csv = "csv"
+    html = "html"
 
 
 @handle_errors
@@ -34,10 +59,16 @@ def leaderboard(
     by: Annotated[str | None, typer.Option(metavar="linf|l2|ood|seg",
         help="Rank by the worst robust accuracy under L∞ (default when L∞ attacks ran) or L2 attacks, by clean "
              "OOD accuracy, or by nucleus Dice under attack. Overlapping 95 % intervals share a rank.")] = None,
+    shift: Annotated[bool, typer.Option(
+        help="Instead, distribution shift: the ID→OOD trend across models with each model's effective "
+             "robustness, and the corruption error (mCE) against the classifier-only baseline.")] = False,
     cross_task: Annotated[bool, typer.Option(
         help="Instead, the cross-task matrix: each head's damage under cls, seg and joint attacks.")] = False,
 ) -> None:
     """Print the leaderboard of the results in --out (markdown by default)."""
+    if format is Format.html and (by_class or shift or cross_task):
+        raise typer.BadParameter("html is for the leaderboard itself; `wbc-robust report` renders every view as one HTML "
+                                 "page", param_hint="--format")
     store = ResultStore(out)
     table = store.table()
     if table.empty:
@@ -51,6 +82,8 @@ def leaderboard(
                                                    ("cytoplasm_dice", "Cytoplasm Dice")))
         else:
             text = per_class.to_csv(index=False)
+    elif shift:
+        text = shift_report(table, format is Format.md)
     elif cross_task:
         matrix = cross_task_table(table)
         text = cross_task_markdown(matrix) if format is Format.md else matrix.to_csv(index=False)
@@ -61,7 +94,7 @@ def leaderboard(
             board = make_board(table, ensemble(store, table), by=by)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--by") from None
-        text = to_markdown(board) if format is Format.md else to_csv(board)
+        text = {Format.md: to_markdown, Format.csv: to_csv, Format.html: leaderboard_html}[format](board)
     if write is not None:
         write.parent.mkdir(parents=True, exist_ok=True)
         write.write_text(text)

@@ -193,6 +193,7 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, 
         board["unreliable"] = by_model["unreliable"].reindex(board.index).fillna(False).astype(bool)
         board["unreliable_reason"] = by_model["unreliable_reason"].reindex(board.index).fillna("")
 
+    _add_shift_columns(board, table)
     for norm, suffix in (("linf", ""), ("l2", "_l2")):
         if norm in top_eps:
             col = f"worst_robust_acc{suffix}"
@@ -212,7 +213,8 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, 
     board = board.assign(_k1=board[key].fillna(-1), _k2=board["clean_acc_ood"].fillna(-1), _k3=seg_key.fillna(-1))
     board = board.sort_values(["_k1", "_k2", "_k3"], ascending=False).drop(columns=["_k1", "_k2", "_k3"])
     first = ["family", "recipe", "seeds", "labelled_images", "masked_images", "params", "clean_acc_id", "clean_acc_ood",
-             "clean_acc_ood_worst", "worst_robust_acc", "worst_robust_eps", "worst_robust_acc_l2", "worst_robust_eps_l2"]
+             "clean_acc_ood_worst", "effective_robustness", "mce", "worst_robust_acc", "worst_robust_eps",
+             "worst_robust_acc_l2", "worst_robust_eps_l2"]
     sds = {f"{c}_sd" for c in per_seed.columns}
     order = [c for c in first if c in board] + [c for c in board if c not in first and c not in sds]
     board = board[[x for c in order for x in (c, f"{c}_sd") if x in board]]  # each _sd after its mean
@@ -222,6 +224,23 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, 
     board.insert(1, "tied", pd.Series(ranks).duplicated(keep=False).to_numpy() & ~np.isnan(board[key].to_numpy(float)))
     board.attrs["by"] = by
     return board
+
+
+def _add_shift_columns(board: pd.DataFrame, table: pd.DataFrame) -> None:
+    """Adds ``effective_robustness`` (OOD accuracy above the ID→OOD trend across models) and ``mce``
+    (corruption error relative to a classifier-only baseline) where the results allow them."""
+    from robustbench_wbc.report.shift import corruption_error, effective_robustness  # shift reads this module
+
+    try:
+        _, per_model = effective_robustness(table)
+        board["effective_robustness"] = per_model.set_index("model")["residual"].reindex(board.index)
+    except ValueError:  # fewer than 3 models with both ID and OOD accuracy: no trend to read
+        pass
+    try:
+        _, mce = corruption_error(table)
+        board["mce"] = mce.set_index("model")["mce"].reindex(board.index)
+    except ValueError:  # no corruption splits, or no classifier-only baseline
+        pass
 
 
 def _intervals(value: pd.Series, sd: pd.Series | None, seeds: pd.Series, n: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -274,6 +293,7 @@ HEADERS = {
     "rank": "rank", "model": "model", "family": "family", "recipe": "recipe",
     "seeds": "seeds", "labelled_images": "labels (images)", "masked_images": "labels (masks)",
     "clean_acc_id": "clean acc ID %", "clean_acc_ood": "clean acc OOD %", "clean_acc_ood_worst": "worst OOD split %",
+    "effective_robustness": "effective robustness (points)", "mce": "mCE %",
     "params": "params", "worst_robust_acc_l2": "worst robust acc L2 %", "worst_robust_eps_l2": "L2 eps",
     "nucleus_dice_id": "nucleus Dice ID %", "cytoplasm_dice_id": "cytoplasm Dice ID %",
     "nucleus_dice_ood": "nucleus Dice OOD %", "cytoplasm_dice_ood": "cytoplasm Dice OOD %",

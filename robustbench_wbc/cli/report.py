@@ -1,0 +1,52 @@
+"""``wbc-robust report``: the HTML report of a run's results, one self-contained file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from robustbench_wbc.bench.store import ResultStore
+from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors
+from robustbench_wbc.cli.run import DEFAULT_OUT
+from robustbench_wbc.report.html import DEFAULT_TITLE, render_report
+
+REPORT_NAME = "report.html"
+
+
+def write_atomic(text: str, path: Path) -> None:
+    """Writes ``text`` to ``path`` through a flushed temporary file in the same directory, renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@handle_errors
+def report(
+    results: Annotated[Path, typer.Option(help="The run's output directory (as given to `run --out`).")] = DEFAULT_OUT,
+    out: Annotated[Path | None, typer.Option(
+        help=f"The HTML file to write (default: {REPORT_NAME} in --results).")] = None,
+    title: Annotated[str, typer.Option(help="The page's title.")] = DEFAULT_TITLE,
+) -> None:
+    """Write the HTML report of the results in --results: one self-contained file (tables, figures, reliability
+    flags, the run's parameters and versions) that opens in a browser without a server."""
+    store = ResultStore(results)
+    table = store.table()
+    if table.empty:
+        err_console.print(f"[bold red]Error:[/] no results in {results}. Run `wbc-robust run --out {results}` first.",
+                          highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    path = out if out is not None else results / REPORT_NAME
+    write_atomic(render_report(store, title=title, table=table), path)
+    console.print(str(path), markup=False, highlight=False, soft_wrap=True)

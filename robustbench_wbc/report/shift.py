@@ -1,0 +1,356 @@
+"""Distribution shift across the zoo: effective robustness (the ID → OOD line) and the corruption error (mCE).
+
+Effective robustness
+--------------------
+Across many models, out-of-distribution performance follows in-distribution performance closely,
+along a line: Taori et al. (NeurIPS 2020, "Measuring robustness to natural distribution shifts")
+and Miller et al. (ICML 2021, "Accuracy on the line") fit it on transformed axes (logit and
+probit), and OODRobustBench (Li et al., ICML 2024) fits the ID → OOD trend across its model zoo
+and reads a model's *effective robustness* as how far its OOD performance lies above the trend's
+prediction from its ID performance. :func:`effective_robustness` fits that line across the
+models of a table by least squares and gives each model's residual.
+
+The transform is a parameter. The default is ``"logit"`` (Taori et al.): accuracy and Dice are
+bounded in [0, 1], and the models of this bench sit near the ceiling in distribution (90 % and
+above), where a straight line in raw units bends (a small zoo fitted on raw accuracy happily
+predicts OOD accuracies above 100 % for a better model); the logit stretches both ends so the
+trend is linear there and a prediction maps back into (0, 1). ``"probit"`` (Miller et al.) is
+nearly the same curve; ``"linear"`` (raw units) is there for a plain reading, as in the analyses
+that fit untransformed accuracies. Values are clipped to ``[1e-4, 1 − 1e-4]`` before a logit or
+probit, so that 0 % or 100 % stays finite.
+
+Corruption error
+----------------
+ImageNet-C (Hendrycks & Dietterich, ICLR 2019) normalises a model's top-1 error under a
+corruption by a baseline's, so that corruptions of different difficulty weigh alike::
+
+    CE_c = Σ_s E_{s,c}(model) / Σ_s E_{s,c}(baseline),        mCE = mean_c CE_c
+
+and the *relative* CE measures only the degradation from the clean error::
+
+    relative CE_c = Σ_s (E_{s,c} − E_clean)(model) / Σ_s (E_{s,c} − E_clean)(baseline)
+
+:func:`corruption_error` computes both on the SynthWBC corruption splits (``synth:c-<name>-<sev>``),
+the clean error being the in-distribution test split's. ImageNet-C's baseline is AlexNet, a plain
+classifier; here the default baseline is the plain classifier of the zoo (family ``classifier``,
+recipe ``full``), so that a CE below 100 % says a model (a multitask one, say) is more robust to
+the corruption than the classifier-only model, and the baseline's own mCE is 100 %.
+"""
+
+from __future__ import annotations
+
+import logging
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from robustbench_wbc.bench.cells import CLEAN
+from robustbench_wbc.data.splits import SPLITS
+from robustbench_wbc.report.leaderboard import current_rows, split_role
+
+logger = logging.getLogger(__name__)
+
+CLIP = 1e-4
+TRANSFORMS = ("logit", "probit", "linear")
+SEED_KEYS = ["model", "model_seed"]
+_NORMAL = NormalDist()
+
+
+def to_axis(values: np.ndarray | pd.Series | float, kind: str = "logit") -> np.ndarray:
+    """Maps values in [0, 1] onto the fit's axis: ``logit`` (clipped to ``[1e-4, 1 − 1e-4]``), ``probit`` or ``linear``."""
+    x = np.asarray(values, dtype=float)
+    if kind == "linear":
+        return x
+    p = np.clip(x, CLIP, 1 - CLIP)
+    if kind == "logit":
+        return np.log(p / (1 - p))
+    if kind == "probit":
+        return np.vectorize(_NORMAL.inv_cdf, otypes=[float])(p)
+    raise ValueError(f"unknown transform {kind!r}: use one of {', '.join(TRANSFORMS)}")
+
+
+def from_axis(values: np.ndarray | pd.Series | float, kind: str = "logit") -> np.ndarray:
+    """The inverse of :func:`to_axis` (up to its clipping)."""
+    y = np.asarray(values, dtype=float)
+    if kind == "linear":
+        return y
+    if kind == "logit":
+        return 1 / (1 + np.exp(-y))
+    if kind == "probit":
+        return np.vectorize(_NORMAL.cdf, otypes=[float])(y)
+    raise ValueError(f"unknown transform {kind!r}: use one of {', '.join(TRANSFORMS)}")
+
+
+def _clean_cells(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The current, ``ok``, clean rows of ``metric`` with a value, each with its split's role."""
+    if table.empty:
+        return table.assign(role=pd.Series(dtype=str))
+    t = current_rows(table)
+    t = t[(t["status"] == "ok") & (t["attack"] == CLEAN) & (t["metric"] == metric) & t["value"].notna()].copy()
+    t["role"] = t["split"].map(split_role)
+    return t
+
+
+def _model_info(table: pd.DataFrame, models) -> pd.DataFrame:
+    cols = [c for c in ("family", "encoder", "recipe") if c in table.columns]
+    return table.drop_duplicates("model").set_index("model")[cols].reindex(list(models))
+
+
+EFFECTIVE_COLUMNS = ["model", "family", "recipe", "seeds", "ood_splits", "id", "ood", "predicted_ood", "residual",
+                     "residual_transformed"]
+
+
+def effective_robustness(table: pd.DataFrame, metric: str = "accuracy", transform: str = "logit",
+                         ood_role: str = "ood", id_role: str = "test") -> tuple[dict, pd.DataFrame]:
+    """Fits the ID → OOD line across models and gives each model's effective robustness (its residual).
+
+    Per (model, training seed), ``id`` is the clean ``metric`` on the splits of role ``id_role``
+    (``test``: the in-distribution test split) and ``ood`` the mean over the splits of role
+    ``ood_role`` (``ood``: SynthWBC's other labs; ``real`` or ``corruption`` work too); a seed
+    needs both. A model's ``id`` and ``ood`` are the means over its seeds (``seeds`` of them).
+
+    The line ``T(ood) = slope · T(id) + intercept`` is fitted by least squares across models,
+    ``T`` being the transform (``logit`` by default, ``probit`` or ``linear``; see the module's
+    notes). ``predicted_ood = T⁻¹(slope · T(id) + intercept)``; ``residual = ood − predicted_ood``
+    (in the metric's own units: the effective robustness, positive above the line) and
+    ``residual_transformed = T(ood) − (slope · T(id) + intercept)`` (on the fitted axis).
+
+    Gives ``(fit, per_model)``: ``fit`` a dict with ``slope``, ``intercept``, ``r2`` (of the fit,
+    on the transformed axis; NaN when every model has the same OOD value), ``n_models``,
+    ``transform``, ``metric``, ``ood_role``; ``per_model`` one row per fitted model, best residual
+    first. Raises :class:`ValueError` when fewer than three models have both numbers (two points
+    always lie on a line) or when all of them have the same ID value (no line through them).
+    """
+    kind = transform
+    if kind not in TRANSFORMS:
+        raise ValueError(f"unknown transform {kind!r}: use one of {', '.join(TRANSFORMS)}")
+    cells = _clean_cells(table, metric)
+    per_seed = pd.DataFrame({
+        "id": cells[cells["role"] == id_role].groupby(SEED_KEYS)["value"].mean(),
+        "ood": cells[cells["role"] == ood_role].groupby(SEED_KEYS)["value"].mean(),
+        "ood_splits": cells[cells["role"] == ood_role].groupby(SEED_KEYS)["split"].nunique(),
+    }) if not cells.empty else pd.DataFrame(columns=["id", "ood", "ood_splits"])
+    both = per_seed.dropna(subset=["id", "ood"])
+    lacking = sorted(set(cells["model"]) - set(both.index.get_level_values("model"))) if not cells.empty else []
+    if lacking:
+        logger.info("effective robustness leaves out %s: no seed with both %s (role %s) and %s (role %s)",
+                    lacking, metric, id_role, metric, ood_role)
+    if both.empty:
+        n = 0
+        per_model = pd.DataFrame(columns=["id", "ood", "seeds", "ood_splits"])
+    else:
+        g = both.groupby(level="model")
+        per_model = g[["id", "ood"]].mean().assign(seeds=g.size(), ood_splits=g["ood_splits"].max())
+        n = len(per_model)
+    if n < 3:
+        raise ValueError(f"effective robustness needs at least 3 models with clean {metric} on both the "
+                         f"{id_role!r} and the {ood_role!r} splits (status ok); the table has {n}"
+                         + (f": {', '.join(per_model.index)}" if n else ""))
+    x = to_axis(per_model["id"], kind)
+    y = to_axis(per_model["ood"], kind)
+    if np.ptp(x) == 0:
+        raise ValueError(f"effective robustness: all {n} models have the same {id_role} {metric} "
+                         f"({per_model['id'].iloc[0]:.4g}), so no line can be fitted through them")
+    slope, intercept = np.polyfit(x, y, 1)
+    fitted = slope * x + intercept
+    ss_res = float(np.sum((y - fitted) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    per_model["predicted_ood"] = from_axis(fitted, kind)
+    per_model["residual"] = per_model["ood"] - per_model["predicted_ood"]
+    per_model["residual_transformed"] = y - fitted
+    info = _model_info(table, per_model.index)
+    per_model["family"] = info.get("family")
+    per_model["recipe"] = info.get("recipe")
+    per_model = per_model.rename_axis("model").reset_index()
+    per_model["seeds"] = per_model["seeds"].astype(int)
+    per_model["ood_splits"] = per_model["ood_splits"].astype(int)
+    per_model = per_model.sort_values(["residual", "model"], ascending=[False, True]).reset_index(drop=True)
+    fit = {"slope": float(slope), "intercept": float(intercept), "r2": float(r2), "n_models": int(n),
+           "transform": kind, "metric": metric, "ood_role": ood_role}
+    return fit, per_model[EFFECTIVE_COLUMNS]
+
+
+def _corruption_coords(cells: pd.DataFrame) -> pd.DataFrame:
+    """Gives each corruption row its ``corruption`` and ``severity``, from the columns or else from the split."""
+    cells = cells.copy()
+
+    def spec(split: str):
+        return SPLITS.get(split).synth if split in SPLITS else None
+
+    if "corruption" not in cells.columns:
+        cells["corruption"] = "none"
+    if "severity" not in cells.columns:
+        cells["severity"] = 0
+    missing = cells["corruption"].isna() | (cells["corruption"] == "none")
+    for i in cells.index[missing]:
+        s = spec(cells.at[i, "split"])
+        if s is not None and s.corruption:
+            cells.at[i, "corruption"], cells.at[i, "severity"] = s.corruption, s.severity
+    cells["severity"] = cells["severity"].astype(int)
+    return cells
+
+
+def default_baseline(table: pd.DataFrame, metric: str = "accuracy") -> str | None:
+    """The model the corruption error is normalised by when none is named: the first, by name, of the
+    classifier-only models (family ``classifier``, recipe ``full``) with clean ``metric`` on corruption
+    splits; ``None`` if there is none."""
+    cells = _clean_cells(table, metric)
+    if cells.empty:
+        return None
+    sel = cells[(cells["role"] == "corruption") & (cells["family"] == "classifier") & (cells["recipe"] == "full")]
+    return sorted(sel["model"].unique())[0] if not sel.empty else None
+
+
+CE_COLUMNS = ["model", "family", "recipe", "corruption", "severities", "error", "baseline_error", "ce",
+              "relative_ce", "baseline"]
+MCE_COLUMNS = ["model", "family", "recipe", "mce", "relative_mce", "corruptions", "clean_error", "corruption_error",
+               "baseline"]
+
+
+def corruption_error(table: pd.DataFrame, baseline: str | None = None,
+                     metric: str = "accuracy") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The corruption error of each model and corruption, normalised by a baseline, and its mean (mCE).
+
+    From the clean cells on the corruption splits (role ``corruption``), ``E_{s,c} = 1 − metric``
+    per (model, corruption ``c``, severity ``s``), the mean over the model's training seeds
+    (``metric`` may be any score in [0, 1] where higher is better: ``accuracy`` for top-1 error as
+    in ImageNet-C, or ``nucleus_dice`` for 1 − Dice). Then, as in ImageNet-C,
+    ``ce = Σ_s E_{s,c}(model) / Σ_s E_{s,c}(baseline)``, the sums over the severities the baseline
+    has for ``c``; and ``relative_ce`` the same over ``E_{s,c} − E_clean`` (the clean error on
+    the in-distribution test split; NaN where a model or the baseline has none, or the baseline
+    does not degrade).
+
+    A corruption is left out for a model that lacks any of the baseline's severities of it (and for
+    every model if the baseline lacks it, or its errors sum to 0), so the two sums always cover
+    the same severities. ``baseline`` names the baseline model; by default it is
+    :func:`default_baseline` (the first, by name, classifier with recipe ``full``): CE and mCE of
+    every model are relative to that one model, as ImageNet-C's are to AlexNet, so that they
+    compare across models; the baseline's own CE is 1 (100 %) on every corruption.
+
+    Gives ``(ce, mce)``: ``ce`` one row per (model, corruption) used, with ``error`` and
+    ``baseline_error`` the mean error over the severities; ``mce`` one row per model, ``mce`` the
+    mean CE over its ``corruptions`` (the number used), ``relative_mce`` the mean relative CE,
+    ``clean_error`` and ``corruption_error`` (the mean error over the corruptions used and their
+    severities), lowest mCE first. Raises :class:`ValueError` when the table has no clean
+    corruption cells of ``metric`` (status ok), or the baseline has none (or is not found).
+    """
+    cells = _clean_cells(table, metric)
+    corr = cells[cells["role"] == "corruption"] if not cells.empty else cells
+    if corr.empty:
+        raise ValueError(f"corruption error: the table has no clean {metric} on corruption splits "
+                         "(synth:c-<name>-<severity>, status ok); run them first")
+    corr = _corruption_coords(corr)
+    if baseline is None:
+        baseline = default_baseline(table, metric)
+        if baseline is None:
+            raise ValueError("corruption error: no classifier-only model (family 'classifier', recipe 'full') "
+                             f"has corruption cells to serve as the baseline; name one with baseline= "
+                             f"(models with corruption cells: {', '.join(sorted(corr['model'].unique()))})")
+    elif baseline not in set(corr["model"]):
+        raise ValueError(f"corruption error: the baseline {baseline!r} has no clean {metric} on corruption splits "
+                         f"(models with some: {', '.join(sorted(corr['model'].unique()))})")
+
+    # error per (model, corruption, severity): per seed, then the mean over seeds
+    err = (1 - corr.groupby([*SEED_KEYS, "corruption", "severity"])["value"].mean()) \
+        .groupby(["model", "corruption", "severity"]).mean()
+    id_cells = cells[cells["role"] == "test"]
+    clean_err = (1 - id_cells.groupby(SEED_KEYS)["value"].mean()).groupby("model").mean() if not id_cells.empty \
+        else pd.Series(dtype=float)
+    base = err.loc[baseline]
+    base_clean = clean_err.get(baseline, np.nan)
+    rows = []
+    for model in sorted(err.index.get_level_values("model").unique()):
+        mine = err.loc[model]
+        c_clean = clean_err.get(model, np.nan)
+        for c in sorted(base.index.get_level_values("corruption").unique()):
+            b = base.loc[c]
+            if c not in mine.index.get_level_values("corruption"):
+                continue
+            m = mine.loc[c].reindex(b.index)
+            if m.isna().any():
+                logger.info("corruption error: %s leaves out %s (severities %s missing; the baseline %s has %s)",
+                            model, c, sorted(b.index[m.isna()]), baseline, sorted(b.index))
+                continue
+            if b.sum() <= 0:
+                logger.info("corruption error: %s is left out: the baseline %s makes no error on it", c, baseline)
+                continue
+            b_deg = float((b - base_clean).sum())
+            rel = float((m - c_clean).sum()) / b_deg if b_deg > 0 else np.nan
+            rows.append({"model": model, "corruption": c, "severities": len(b), "error": float(m.mean()),
+                         "baseline_error": float(b.mean()), "ce": float(m.sum() / b.sum()), "relative_ce": rel,
+                         "baseline": baseline})
+    ce = pd.DataFrame(rows, columns=[c for c in CE_COLUMNS if c not in ("family", "recipe")])
+    info = _model_info(table, ce["model"].unique()) if not ce.empty else pd.DataFrame()
+    ce.insert(1, "family", ce["model"].map(info["family"]) if "family" in info else None)
+    ce.insert(2, "recipe", ce["model"].map(info["recipe"]) if "recipe" in info else None)
+    g = ce.groupby("model")
+    mce = pd.DataFrame({"mce": g["ce"].mean(), "relative_mce": g["relative_ce"].mean(),
+                        "corruptions": g["corruption"].nunique(), "corruption_error": g["error"].mean()})
+    mce["clean_error"] = clean_err.reindex(mce.index)
+    mce["baseline"] = baseline
+    mce = mce.rename_axis("model").reset_index()
+    mce["family"] = mce["model"].map(info["family"]) if "family" in info else None
+    mce["recipe"] = mce["model"].map(info["recipe"]) if "recipe" in info else None
+    mce["corruptions"] = mce["corruptions"].astype(int)
+    mce = mce.sort_values(["mce", "model"]).reset_index(drop=True)
+    return ce[CE_COLUMNS], mce[MCE_COLUMNS]
+
+
+def _pct(v: object, digits: int = 1, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "–"
+    return f"{100 * float(v):{'+' if signed else ''}.{digits}f}"
+
+
+def _cell(v: object) -> str:
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+
+
+def effective_robustness_markdown(fit: dict, per_model: pd.DataFrame) -> str:
+    """Renders :func:`effective_robustness`'s result: the fitted line, then a row per model.
+
+    ID, OOD and predicted OOD in %, the effective robustness (``residual``) in percentage points
+    with its sign, and the residual on the fitted axis to three decimals.
+    """
+    kind = fit["transform"]
+    axis = "{}" if kind == "linear" else f"{kind}({{}})"
+    sign = "+" if fit["intercept"] >= 0 else "-"
+    r2 = "–" if np.isnan(fit["r2"]) else f"{fit['r2']:.3f}"
+    lines = [f"Fit across {fit['n_models']} models ({fit['metric']}, ID → {fit['ood_role']}, {kind} axes): "
+             f"{axis.format('OOD')} = {fit['slope']:.3f} · {axis.format('ID')} {sign} {abs(fit['intercept']):.3f}, "
+             f"R² = {r2}", ""]
+    head = ["model", "family", "recipe", "seeds", "ID %", "OOD %", "predicted OOD %", "effective robustness (pp)",
+            f"residual ({kind})"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, r in per_model.iterrows():
+        vals = [r["model"], _cell(r["family"]), _cell(r["recipe"]), str(int(r["seeds"])), _pct(r["id"]), _pct(r["ood"]),
+                _pct(r["predicted_ood"]), _pct(r["residual"], signed=True), f"{r['residual_transformed']:+.3f}"]
+        lines.append("| " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def corruption_error_markdown(mce: pd.DataFrame, ce: pd.DataFrame | None = None) -> str:
+    """Renders :func:`corruption_error`'s result: a row per model, mCE and relative mCE in % of the
+    baseline's (ImageNet-C's convention: the baseline reads 100.0), the corruptions used (``k of n``,
+    ``n`` the baseline's: an mCE over fewer is a mean over other corruptions), the clean
+    and mean corruption error in %, and (given ``ce``) one CE % column per corruption."""
+    if mce.empty:
+        return "_No corruption error: no model shares the baseline's corruptions._\n"
+    base = mce["baseline"].iloc[0]
+    # an mCE over fewer corruptions than the baseline's is not quite comparable: say so in the cell
+    total = int(mce["corruptions"].max()) if base not in set(mce["model"]) else \
+        int(mce.loc[mce["model"] == base, "corruptions"].iloc[0])
+    corrs = sorted(ce["corruption"].unique()) if ce is not None and not ce.empty else []
+    wide = ce.pivot(index="model", columns="corruption", values="ce") if corrs else None
+    head = ["model", "family", "recipe", "mCE %", "relative mCE %", "corruptions", "clean error %",
+            "corruption error %", *[f"{c} CE %" for c in corrs]]
+    lines = [f"Corruption error normalised by {base} (100 % = the baseline's error).", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, r in mce.iterrows():
+        vals = [r["model"], _cell(r["family"]), _cell(r["recipe"]), _pct(r["mce"]), _pct(r["relative_mce"]),
+                f"{int(r['corruptions'])} of {total}", _pct(r["clean_error"]), _pct(r["corruption_error"])]
+        vals += [_pct(wide.at[r["model"], c]) if r["model"] in wide.index else "–" for c in corrs]
+        lines.append("| " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
