@@ -322,6 +322,17 @@ def run(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str], ou
     return execute(ResultStore(out), cells, executor, on_cell)
 
 
+def plan_profile(profile, model_ids: Sequence[str], cards: dict[str, ModelCard], seed: int = 0,
+                 n_images: int | None = None) -> list[Cell]:
+    """Gives the cells of a run profile: clean cells on all its splits, then each attack at its own budgets."""
+    n = profile.n_images if n_images is None else n_images
+    cells = {c.id: c for c in plan(model_ids, profile.splits, [], None, n, seed, cards)}
+    for attack, eps in profile.attacks.items():
+        for c in plan(model_ids, profile.attack_splits, [attack], list(eps) or None, n, seed, cards):
+            cells.setdefault(c.id, c)
+    return list(cells.values())
+
+
 def execute(store: ResultStore, cells: Sequence[Cell], executor: LocalExecutor | None = None,
             on_cell: Callable[[CellResult, int, int], None] | None = None) -> RunSummary:
     """Evaluates the ``cells`` not yet done in ``store``, committing each as it finishes; exports the table."""

@@ -10,7 +10,10 @@ import typer
 
 from robustbench_wbc.attacks.base import ATTACKS, NORMS, TARGETS, EpsError, parse_eps, with_backend
 from robustbench_wbc.bench.cells import CLEAN
+from robustbench_wbc.bench.profiles import RUN_PROFILES, get_run_profile
+from robustbench_wbc.bench.runner import ensure_trained, execute, plan_profile
 from robustbench_wbc.bench.runner import run as run_matrix
+from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.cli._common import (
     EXIT_FAILED,
     MODEL_PLUGIN_HELP,
@@ -101,7 +104,10 @@ def run(
     skip_bad: Annotated[bool, typer.Option(help="Skip (and count) unreadable images or masks instead of stopping.")] = False,
     force: Annotated[bool, typer.Option(help="Allow eps beyond the norm's sensible range.")] = False,
     model_plugin: Annotated[list[Path] | None, typer.Option(metavar="FILE.py", help=MODEL_PLUGIN_HELP)] = None,
-    profile: Annotated[str | None, typer.Option(metavar="default|paper", help=PROFILE_HELP)] = None,
+    profile: Annotated[str | None, typer.Option(metavar="default|paper|reference",
+        help=PROFILE_HELP + " 'reference': the published matrix (results/): the zoo at seeds 0-2 (or --seeds), "
+             "ID, domain-shift and corruption splits, FGSM, PGD, PGD-L2 and AutoAttack-fast; see "
+             "robustbench_wbc/bench/profiles.py.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log training and cell details.")] = False,
 ) -> None:
     """Run models × splits × attacks × eps; skip cells already done in --out.
@@ -112,6 +118,16 @@ def run(
     """
     setup_logging(verbose)
     register_data_options(data, skip_bad)
+    run_profile = None
+    if profile in RUN_PROFILES:
+        changed = [opt for opt, value, default in (("--models", models, "all"), ("--attacks", attacks, "pgd"),
+                                                   ("--splits", splits, ",".join(DEFAULT_EVAL_SPLITS)),
+                                                   ("--eps", eps, None), ("--target", target, None),
+                                                   ("--backend", backend, None)) if value != default]
+        if changed:
+            raise typer.BadParameter(f"--profile {profile} fixes the matrix; leave out {', '.join(changed)} "
+                                     f"(--seeds, --n-images and --out may change)", param_hint="--profile")
+        run_profile, profile = get_run_profile(profile), "default"
     use_profile(profile)
     load_model_plugins(model_plugin)
     load_attack_plugins(plugin)
@@ -143,8 +159,15 @@ def run(
             progress.update(cells_task, completed=i, total=total,
                             description=f"cells [dim]{c.model} {c.split} {c.attack}[/]")
 
-        summary = run_matrix(model_ids, split_ids, attack_ids, out, eps_values, n_images, seed,
-                             on_train=on_train, on_cell=on_cell, targets=targets)
+        if run_profile is None:
+            summary = run_matrix(model_ids, split_ids, attack_ids, out, eps_values, n_images, seed,
+                                 on_train=on_train, on_cell=on_cell, targets=targets)
+        else:
+            if seeds is None:
+                model_ids = with_seeds(model_ids, list(run_profile.seeds))
+            cards = ensure_trained(model_ids, on_train)
+            cells = plan_profile(run_profile, model_ids, cards, seed, n_images)
+            summary = execute(ResultStore(out), cells, on_cell=on_cell)
 
     console.print(f"{summary.planned} cells: {summary.skipped} already done, {summary.ok} run, "
                   f"{len(summary.failed)} failed → {out}/results.parquet, {out}/results.csv")
