@@ -323,3 +323,19 @@ def test_effective_robustness_column_once_three_models_have_id_and_ood():
     assert board["effective_robustness"].to_dict() == pytest.approx(per_model.set_index("model")["residual"].to_dict())
     assert board.loc["c", "effective_robustness"] > 0  # above the trend of a and b
     assert "effective robustness (points)" in to_markdown(board.reset_index())
+
+
+def test_an_ensemble_column_of_some_models_does_not_blank_the_others_worst_case():
+    """Regression: the L2 ensemble existed only for the multitask model (cls + joint attacks), and as a
+    required column it made every classifier's worst L2 robust accuracy NaN."""
+    rows = []
+    for model, family in (("c", "classifier"), ("m", "multitask")):
+        rows += [_row(model, family, "synth:test", CLEAN, "accuracy", 1.0),
+                 {**_row(model, family, "synth:test", "pgd-l2", "robust_accuracy", 0.4, 1.0), "norm": "l2"}]
+    rows.append({**_row("m", "multitask", "synth:test", "pgd-l2", "robust_accuracy", 0.6, 1.0, target="joint",
+                        cell="m-joint"), "norm": "l2"})
+    ens = pd.DataFrame([{"model": "m", "model_seed": 0, "split": "synth:test", "norm": "l2", "eps": 1.0, "n": 20,
+                         "attacks": 2, "attack_ids": "pgd-l2,pgd-l2:joint", "robust_accuracy": 0.35}])
+    b = leaderboard(pd.DataFrame(rows), ens, by="l2").set_index("model")
+    assert b.loc["c", "worst_robust_acc_l2"] == pytest.approx(0.4)
+    assert b.loc["m", "worst_robust_acc_l2"] == pytest.approx(0.35)

@@ -170,9 +170,12 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, 
         if not of_norm:
             continue
         top_eps[norm] = max(e for e, _ in of_norm)
-        cols = [c for e, c in of_norm if e == top_eps[norm] and ":" not in c]
+        # every cls attack must have run; joint attacks (multitask only) and the ensemble (where two or more
+        # attacks ran) count where they exist
+        optional = [c for e, c in of_norm if e == top_eps[norm] and (":" in c or c.startswith("ensemble@"))]
+        cols = [c for e, c in of_norm if e == top_eps[norm] and c not in optional]
         worst = per_seed[cols].min(axis=1, skipna=False) if cols else pd.Series(np.nan, index=per_seed.index)
-        joint = [c for e, c in of_norm if e == top_eps[norm] and ":" in c]  # only multitask models have these
+        joint = optional
         if joint:
             worst = worst.where(worst.isna(), np.fmin(worst, per_seed[joint].min(axis=1)))
         per_seed[f"worst_robust_acc{suffix}"] = worst
