@@ -7,13 +7,11 @@ sees either the whole cell or none of it. Per-sample outcomes go beside it, writ
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from robustbench_wbc.atomic import atomic_write_parquet
+from robustbench_wbc.atomic import atomic_open, atomic_write_parquet
 
 CELLS, SAMPLES = "cells", "samples"
 # Columns added to the tidy table after results were first stored, with what an older cell reads as:
@@ -75,8 +73,6 @@ class ResultStore:
         df = self.table()
         pq, csv = self.root / "results.parquet", self.root / "results.csv"
         atomic_write_parquet(df, pq)
-        fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=self.root)
-        with os.fdopen(fd, "w") as f:
+        with atomic_open(csv, "w") as f:
             df.to_csv(f, index=False)
-        os.replace(tmp, csv)
         return pq, csv

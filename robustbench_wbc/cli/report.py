@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from robustbench_wbc.atomic import atomic_write_text
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors
 from robustbench_wbc.cli.run import DEFAULT_OUT
 from robustbench_wbc.report.html import DEFAULT_TITLE, render_report
 
 REPORT_NAME = "report.html"
-
-
-def write_atomic(text: str, path: Path) -> None:
-    """Writes ``text`` to ``path`` through a flushed temporary file in the same directory, renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @handle_errors
@@ -48,5 +32,5 @@ def report(
                           highlight=False)
         raise typer.Exit(EXIT_FAILED)
     path = out if out is not None else results / REPORT_NAME
-    write_atomic(render_report(store, title=title, table=table), path)
+    atomic_write_text(render_report(store, title=title, table=table), path)
     console.print(str(path), markup=False, highlight=False, soft_wrap=True)

@@ -89,22 +89,17 @@ def cross_task(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def cross_task_markdown(matrix: pd.DataFrame) -> str:
-    """Renders the cross-task matrix of each model with two heads: rows the attacked head, columns each head's drop.
+def cross_task_rows(matrix: pd.DataFrame) -> list[tuple[str, str, str, float, str, list[str]]]:
+    """Gives the multitask models' matrix as rendered rows ``(model, split, norm, eps, target, cells)``.
 
-    One block per (model, split, eps), mean over training seeds, in points (clean − attacked).
+    One row per attacked head that has a number, in (model, split, eps) order; ``cells`` are the drop
+    of accuracy, nucleus and cytoplasm Dice as ``drop (clean → attacked)`` in points, mean over
+    training seeds, or ``–``.
     """
-    if matrix.empty:
-        return "_No attacked cells with both heads yet._\n"
     m = matrix[matrix["family"] == "multitask"]
-    if m.empty:
-        return "_No multitask model in the results._\n"
-    out = []
     mean = m.groupby(["model", "split", "norm", "eps", "target", "metric"], sort=True)[["clean", "attacked", "drop"]].mean()
+    rows = []
     for (model, split, norm, eps), blk in mean.groupby(level=["model", "split", "norm", "eps"], sort=True):
-        out.append(f"**{model}** on `{split}`, eps {eps_label(eps, norm)} ({norm}): drop in points, clean → attacked\n")
-        out.append("| attacked head | accuracy | nucleus Dice | cytoplasm Dice |")
-        out.append("|---|---|---|---|")
         for target in ("cls", "seg", "joint"):
             cells = []
             for metric in HEAD_METRICS:
@@ -115,6 +110,28 @@ def cross_task_markdown(matrix: pd.DataFrame) -> str:
                 else:
                     cells.append("–")
             if any(c != "–" for c in cells):
-                out.append(f"| {target} | " + " | ".join(cells) + " |")
-        out.append("")
+                rows.append((model, split, norm, float(eps), target, cells))
+    return rows
+
+
+def cross_task_markdown(matrix: pd.DataFrame) -> str:
+    """Renders the cross-task matrix of each model with two heads: rows the attacked head, columns each head's drop.
+
+    One block per (model, split, eps), mean over training seeds, in points (clean − attacked).
+    """
+    if matrix.empty:
+        return "_No attacked cells with both heads yet._\n"
+    if not (matrix["family"] == "multitask").any():
+        return "_No multitask model in the results._\n"
+    out, block = [], None
+    for model, split, norm, eps, target, cells in cross_task_rows(matrix):
+        if block != (model, split, norm, eps):
+            if block is not None:
+                out.append("")
+            block = (model, split, norm, eps)
+            out.append(f"**{model}** on `{split}`, eps {eps_label(eps, norm)} ({norm}): drop in points, clean → attacked\n")
+            out.append("| attacked head | accuracy | nucleus Dice | cytoplasm Dice |")
+            out.append("|---|---|---|---|")
+        out.append(f"| {target} | " + " | ".join(cells) + " |")
+    out.append("")
     return "\n".join(out)

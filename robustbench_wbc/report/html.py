@@ -31,7 +31,7 @@ from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.data.synth import CLASSES
 from robustbench_wbc.report.by_class import by_class
-from robustbench_wbc.report.ensemble import HEAD_METRICS, cross_task, ensemble
+from robustbench_wbc.report.ensemble import cross_task, cross_task_rows, ensemble
 from robustbench_wbc.report.leaderboard import HEADERS, _fmt, leaderboard, sd_columns
 from robustbench_wbc.report.reliability import CHECKS, diagnose
 
@@ -248,20 +248,8 @@ def _cross_task_section(table: pd.DataFrame) -> str:
     m = matrix[matrix["family"] == "multitask"]
     if m.empty:
         return _note("No multitask model in the results.")
-    mean = m.groupby(["model", "split", "norm", "eps", "target", "metric"], sort=True)[["clean", "attacked", "drop"]].mean()
-    rows = []
-    for (model, split, norm, eps), blk in mean.groupby(level=["model", "split", "norm", "eps"], sort=True):
-        for target in ("cls", "seg", "joint"):
-            cells = []
-            for metric in HEAD_METRICS:
-                key = (model, split, norm, eps, target, metric)
-                if key in blk.index:
-                    r = blk.loc[key]
-                    cells.append(f"{100 * r['drop']:.1f} ({100 * r['clean']:.1f} → {100 * r['attacked']:.1f})")
-                else:
-                    cells.append("–")
-            if any(c != "–" for c in cells):
-                rows.append([model, split, f"{eps_label(float(eps), norm)} ({norm})", target, *cells])
+    rows = [[model, split, f"{eps_label(eps, norm)} ({norm})", target, *cells]
+            for model, split, norm, eps, target, cells in cross_task_rows(matrix)]
     return (_note("Drop in points under the strongest attack on each head, clean → attacked; mean over training seeds.")
             + _table(["model", "split", "eps", "attacked head", "accuracy", "nucleus Dice", "cytoplasm Dice"], rows,
                      num=[4, 5, 6], cls="cross-task"))
