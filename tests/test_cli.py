@@ -355,6 +355,8 @@ def test_leaderboard_shift(cli, e2e_out):
     # two models with a class head: no trend across models yet, and no corruption splits; both said plainly
     assert "Effective robustness" in text and "at least 3 models" in text
     assert "Corruption error" in text and "no clean accuracy on corruption splits" in text
+    bad = cli.invoke(app, ["leaderboard", "--out", str(out), "--shift", "--mce-baseline", "alexnet"], env=WIDE)
+    assert bad.exit_code == 2 and "unknown model 'alexnet'" in cli_text(bad) and "tiny_cls" in cli_text(bad)
 
 
 def test_leaderboard_html(cli, e2e_out):

@@ -362,3 +362,25 @@ def test_corruption_error_markdown():
     ce, mce = corruption_error(table(rows))
     md = corruption_error_markdown(mce, ce)
     assert "| mt | multitask | full | 50.0 |" in md and "| 1 of 2 |" in md and "| – | 50.0 |" in md
+
+
+def test_default_baseline_is_the_classifier_of_the_same_encoder():
+    # two backbones: each multitask model is compared with the plain classifier on its own encoder
+    rows = corruption_rows("cls", 1.0) + corruption_rows("mt", 0.5)
+    rows += [{**r, "encoder": "vit"} for r in corruption_rows("cls_b", 2.0) + corruption_rows("mt2", 1.0)]
+    rows += [{**r, "encoder": "convnext"} for r in corruption_rows("unet", 3.0)]  # no classifier: the first overall
+    t = table(rows)
+    ce, mce = corruption_error(t)
+    m = mce.set_index("model")
+    assert m["baseline"].to_dict() == {"cls": "cls", "mt": "cls", "cls_b": "cls_b", "mt2": "cls_b", "unet": "cls"}
+    assert m.loc["mt2", "mce"] == pytest.approx(0.5) and m.loc["cls_b", "mce"] == pytest.approx(1.0)
+    assert m.loc["mt", "mce"] == pytest.approx(0.5) and m.loc["unet", "mce"] == pytest.approx(3.0)
+    assert (ce.set_index("model").loc["mt2", "baseline"] == "cls_b").all()
+    md = corruption_error_markdown(mce, ce)
+    assert "classifier-only model of its encoder" in md and "| baseline |" in md
+    assert "| mt2 | multitask | full | cls_b | 50.0 |" in md
+    # one named baseline for all: comparable across encoders
+    _, mce = corruption_error(t, baseline="cls")
+    m = mce.set_index("model")
+    assert (m["baseline"] == "cls").all() and m.loc["mt2", "mce"] == pytest.approx(1.0)
+    assert "| baseline |" not in corruption_error_markdown(mce)

@@ -20,8 +20,9 @@ from robustbench_wbc.report.leaderboard import BY, to_csv, to_markdown
 from robustbench_wbc.report.leaderboard import leaderboard as make_board
 
 
-def shift_report(table, markdown: bool = True) -> str:
-    """Gives the effective-robustness fit and the corruption error, each where the results allow it."""
+def shift_report(table, markdown: bool = True, mce_baseline: str | None = None) -> str:
+    """Gives the effective-robustness fit and the corruption error, each where the results allow it
+    (the corruption error against ``mce_baseline`` for every model, else each model's encoder's classifier)."""
     from robustbench_wbc.report.shift import (
         corruption_error,
         corruption_error_markdown,
@@ -33,7 +34,8 @@ def shift_report(table, markdown: bool = True) -> str:
     for title, compute, render in (
             ("Effective robustness (ID → OOD accuracy across models)", effective_robustness,
              lambda r: effective_robustness_markdown(*r) if markdown else r[1].to_csv(index=False)),
-            ("Corruption error (mCE, % of the classifier-only baseline)", corruption_error,
+            ("Corruption error (mCE, % of the classifier-only baseline)",
+             lambda t: corruption_error(t, baseline=mce_baseline),
              lambda r: corruption_error_markdown(r[1], r[0]) if markdown else r[1].to_csv(index=False))):
         try:
             body = render(compute(table))
@@ -64,6 +66,9 @@ def leaderboard(
              "robustness, and the corruption error (mCE) against the classifier-only baseline.")] = False,
     cross_task: Annotated[bool, typer.Option(
         help="Instead, the cross-task matrix: each head's damage under cls, seg and joint attacks.")] = False,
+    mce_baseline: Annotated[str | None, typer.Option(metavar="MODEL",
+        help="With --shift: one baseline model for every model's corruption error (comparable across encoders); "
+             "by default each model's is the classifier-only model of its encoder.")] = None,
 ) -> None:
     """Print the leaderboard of the results in --out (markdown by default)."""
     if format is Format.html and (by_class or shift or cross_task):
@@ -83,7 +88,10 @@ def leaderboard(
         else:
             text = per_class.to_csv(index=False)
     elif shift:
-        text = shift_report(table, format is Format.md)
+        if mce_baseline is not None and mce_baseline not in set(table["model"]):
+            raise typer.BadParameter(f"unknown model {mce_baseline!r}; the results have "
+                                     f"{', '.join(sorted(table['model'].unique()))}", param_hint="--mce-baseline")
+        text = shift_report(table, format is Format.md, mce_baseline)
     elif cross_task:
         matrix = cross_task_table(table)
         text = cross_task_markdown(matrix) if format is Format.md else matrix.to_csv(index=False)

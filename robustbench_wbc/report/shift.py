@@ -32,9 +32,13 @@ and the *relative* CE measures only the degradation from the clean error::
 
 :func:`corruption_error` computes both on the SynthWBC corruption splits (``synth:c-<name>-<sev>``),
 the clean error being the in-distribution test split's. ImageNet-C's baseline is AlexNet, a plain
-classifier; here the default baseline is the plain classifier of the zoo (family ``classifier``,
-recipe ``full``), so that a CE below 100 % says a model (a multitask one, say) is more robust to
-the corruption than the classifier-only model, and the baseline's own mCE is 100 %.
+classifier; here each model's default baseline is the plain classifier (family ``classifier``,
+recipe ``full``) on the model's own encoder, so that a CE below 100 % says a model (a multitask one,
+say) is more robust to the corruption than the classifier-only model with the same backbone, and the
+baseline's own mCE is 100 %. One baseline for all models (``baseline=``, ``--mce-baseline``) makes mCE
+comparable across encoders, as ImageNet-C's is; per encoder, it answers the mission's question (does
+a segmentation head help *this* backbone?). With near-perfect baselines (an error of a few images) a
+CE is a ratio of small counts and swings widely: read it with the errors beside it.
 """
 
 from __future__ import annotations
@@ -192,15 +196,33 @@ def _corruption_coords(cells: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
-def default_baseline(table: pd.DataFrame, metric: str = "accuracy") -> str | None:
+def default_baseline(table: pd.DataFrame, metric: str = "accuracy", encoder: str | None = None) -> str | None:
     """The model the corruption error is normalised by when none is named: the first, by name, of the
     classifier-only models (family ``classifier``, recipe ``full``) with clean ``metric`` on corruption
-    splits; ``None`` if there is none."""
+    splits — of ``encoder`` when given; ``None`` if there is none."""
     cells = _clean_cells(table, metric)
     if cells.empty:
         return None
     sel = cells[(cells["role"] == "corruption") & (cells["family"] == "classifier") & (cells["recipe"] == "full")]
+    if encoder is not None and "encoder" in sel.columns:
+        sel = sel[sel["encoder"] == encoder]
     return sorted(sel["model"].unique())[0] if not sel.empty else None
+
+
+def default_baselines(table: pd.DataFrame, models, metric: str = "accuracy") -> dict[str, str]:
+    """Each model's default baseline: the classifier-only model (family ``classifier``, recipe ``full``)
+    of the same encoder, so that a multitask or U-Net model is compared with the plain classifier on
+    its own backbone; the first such classifier of any encoder (by name) where its encoder has none.
+    Raises :class:`ValueError` when the table has no classifier-only model with corruption cells."""
+    fallback = default_baseline(table, metric)
+    if fallback is None:
+        return {}
+    info = _model_info(table, models)
+    out = {}
+    for m in models:
+        enc = info.at[m, "encoder"] if "encoder" in info.columns else None
+        out[m] = (default_baseline(table, metric, encoder=enc) if isinstance(enc, str) and enc else None) or fallback
+    return out
 
 
 CE_COLUMNS = ["model", "family", "recipe", "corruption", "severities", "error", "baseline_error", "ce",
@@ -224,10 +246,11 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
 
     A corruption is left out for a model that lacks any of the baseline's severities of it (and for
     every model if the baseline lacks it, or its errors sum to 0), so the two sums always cover
-    the same severities. ``baseline`` names the baseline model; by default it is
-    :func:`default_baseline` (the first, by name, classifier with recipe ``full``): CE and mCE of
-    every model are relative to that one model, as ImageNet-C's are to AlexNet, so that they
-    compare across models; the baseline's own CE is 1 (100 %) on every corruption.
+    the same severities. ``baseline`` names one baseline model for every model: CE and mCE are then
+    relative to that one model, as ImageNet-C's are to AlexNet, and compare across all models. By
+    default (``None``) each model's baseline is :func:`default_baselines`' — the classifier-only
+    model (recipe ``full``) of its encoder — and the ``baseline`` column says which; a baseline's
+    own CE is 1 (100 %) on every corruption.
 
     Gives ``(ce, mce)``: ``ce`` one row per (model, corruption) used, with ``error`` and
     ``baseline_error`` the mean error over the severities; ``mce`` one row per model, ``mce`` the
@@ -242,15 +265,18 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
         raise ValueError(f"corruption error: the table has no clean {metric} on corruption splits "
                          "(synth:c-<name>-<severity>, status ok); run them first")
     corr = _corruption_coords(corr)
+    models = sorted(corr["model"].unique())
     if baseline is None:
-        baseline = default_baseline(table, metric)
-        if baseline is None:
+        baselines = default_baselines(table, models, metric)
+        if not baselines:
             raise ValueError("corruption error: no classifier-only model (family 'classifier', recipe 'full') "
                              f"has corruption cells to serve as the baseline; name one with baseline= "
-                             f"(models with corruption cells: {', '.join(sorted(corr['model'].unique()))})")
+                             f"(models with corruption cells: {', '.join(models)})")
     elif baseline not in set(corr["model"]):
         raise ValueError(f"corruption error: the baseline {baseline!r} has no clean {metric} on corruption splits "
-                         f"(models with some: {', '.join(sorted(corr['model'].unique()))})")
+                         f"(models with some: {', '.join(models)})")
+    else:
+        baselines = dict.fromkeys(models, baseline)
 
     # error per (model, corruption, severity): per seed, then the mean over seeds
     err = (1 - corr.groupby([*SEED_KEYS, "corruption", "severity"])["value"].mean()) \
@@ -258,10 +284,10 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
     id_cells = cells[cells["role"] == "test"]
     clean_err = (1 - id_cells.groupby(SEED_KEYS)["value"].mean()).groupby("model").mean() if not id_cells.empty \
         else pd.Series(dtype=float)
-    base = err.loc[baseline]
-    base_clean = clean_err.get(baseline, np.nan)
     rows = []
-    for model in sorted(err.index.get_level_values("model").unique()):
+    for model in models:
+        bname = baselines[model]
+        base, base_clean = err.loc[bname], clean_err.get(bname, np.nan)
         mine = err.loc[model]
         c_clean = clean_err.get(model, np.nan)
         for c in sorted(base.index.get_level_values("corruption").unique()):
@@ -271,16 +297,17 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
             m = mine.loc[c].reindex(b.index)
             if m.isna().any():
                 logger.info("corruption error: %s leaves out %s (severities %s missing; the baseline %s has %s)",
-                            model, c, sorted(b.index[m.isna()]), baseline, sorted(b.index))
+                            model, c, sorted(b.index[m.isna()]), bname, sorted(b.index))
                 continue
             if b.sum() <= 0:
-                logger.info("corruption error: %s is left out: the baseline %s makes no error on it", c, baseline)
+                logger.info("corruption error: %s is left out for %s: the baseline %s makes no error on it",
+                            c, model, bname)
                 continue
             b_deg = float((b - base_clean).sum())
             rel = float((m - c_clean).sum()) / b_deg if b_deg > 0 else np.nan
             rows.append({"model": model, "corruption": c, "severities": len(b), "error": float(m.mean()),
                          "baseline_error": float(b.mean()), "ce": float(m.sum() / b.sum()), "relative_ce": rel,
-                         "baseline": baseline})
+                         "baseline": bname})
     ce = pd.DataFrame(rows, columns=[c for c in CE_COLUMNS if c not in ("family", "recipe")])
     info = _model_info(table, ce["model"].unique()) if not ce.empty else pd.DataFrame()
     ce.insert(1, "family", ce["model"].map(info["family"]) if "family" in info else None)
@@ -289,7 +316,7 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
     mce = pd.DataFrame({"mce": g["ce"].mean(), "relative_mce": g["relative_ce"].mean(),
                         "corruptions": g["corruption"].nunique(), "corruption_error": g["error"].mean()})
     mce["clean_error"] = clean_err.reindex(mce.index)
-    mce["baseline"] = baseline
+    mce["baseline"] = [baselines[m] for m in mce.index]
     mce = mce.rename_axis("model").reset_index()
     mce["family"] = mce["model"].map(info["family"]) if "family" in info else None
     mce["recipe"] = mce["model"].map(info["recipe"]) if "recipe" in info else None
@@ -332,25 +359,30 @@ def effective_robustness_markdown(fit: dict, per_model: pd.DataFrame) -> str:
 
 
 def corruption_error_markdown(mce: pd.DataFrame, ce: pd.DataFrame | None = None) -> str:
-    """Renders :func:`corruption_error`'s result: a row per model, mCE and relative mCE in % of the
-    baseline's (ImageNet-C's convention: the baseline reads 100.0), the corruptions used (``k of n``,
-    ``n`` the baseline's: an mCE over fewer is a mean over other corruptions), the clean
-    and mean corruption error in %, and (given ``ce``) one CE % column per corruption."""
+    """Renders :func:`corruption_error`'s result: a row per model, mCE and relative mCE in % of its
+    baseline's (ImageNet-C's convention: a baseline reads 100.0), the baseline (a column when the
+    models have more than one), the corruptions used (``k of n``, ``n`` the baseline's: an mCE over
+    fewer is a mean over other corruptions), the clean and mean corruption error in %, and (given
+    ``ce``) one CE % column per corruption."""
     if mce.empty:
         return "_No corruption error: no model shares the baseline's corruptions._\n"
-    base = mce["baseline"].iloc[0]
-    # an mCE over fewer corruptions than the baseline's is not quite comparable: say so in the cell
-    total = int(mce["corruptions"].max()) if base not in set(mce["model"]) else \
-        int(mce.loc[mce["model"] == base, "corruptions"].iloc[0])
+    bases = sorted(mce["baseline"].unique())
+    # an mCE over fewer corruptions than its baseline's is not quite comparable: say so in the cell
+    used = mce.set_index("model")["corruptions"]
+    total = {b: int(used[b]) if b in used.index else int(mce.loc[mce["baseline"] == b, "corruptions"].max()) for b in bases}
     corrs = sorted(ce["corruption"].unique()) if ce is not None and not ce.empty else []
     wide = ce.pivot(index="model", columns="corruption", values="ce") if corrs else None
-    head = ["model", "family", "recipe", "mCE %", "relative mCE %", "corruptions", "clean error %",
-            "corruption error %", *[f"{c} CE %" for c in corrs]]
-    lines = [f"Corruption error normalised by {base} (100 % = the baseline's error).", "",
-             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    per_base = len(bases) > 1
+    head = ["model", "family", "recipe", *(["baseline"] if per_base else []), "mCE %", "relative mCE %", "corruptions",
+            "clean error %", "corruption error %", *[f"{c} CE %" for c in corrs]]
+    title = (f"Corruption error normalised by {bases[0]} (100 % = the baseline's error)." if not per_base else
+             "Corruption error of each model normalised by its baseline, the classifier-only model of its encoder "
+             "(100 % = the baseline's error; compare within a baseline, not across).")
+    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, r in mce.iterrows():
-        vals = [r["model"], _cell(r["family"]), _cell(r["recipe"]), _pct(r["mce"]), _pct(r["relative_mce"]),
-                f"{int(r['corruptions'])} of {total}", _pct(r["clean_error"]), _pct(r["corruption_error"])]
+        vals = [r["model"], _cell(r["family"]), _cell(r["recipe"]), *([r["baseline"]] if per_base else []),
+                _pct(r["mce"]), _pct(r["relative_mce"]), f"{int(r['corruptions'])} of {total[r['baseline']]}",
+                _pct(r["clean_error"]), _pct(r["corruption_error"])]
         vals += [_pct(wide.at[r["model"], c]) if r["model"] in wide.index else "–" for c in corrs]
         lines.append("| " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
