@@ -170,16 +170,16 @@ class Attack:
         """
         n = len(x)
         xa = start.detach().clone()
-        best, best_score = x.clone(), torch.full((n,), -math.inf)
+        best, best_score = x.clone(), torch.full((n,), -math.inf, device=x.device)
         box = linf_bounds(x, self.eps) if self.norm == "linf" else None
-        alive = torch.arange(n)
+        alive = torch.arange(n, device=x.device)
         for t in range(steps + 1):
             if not len(alive):
                 break
             last = t == steps
             ms = None if m is None else m[alive]
             out, grad = self.gradient(xa[alive], y[alive], ms, t / max(steps, 1), need_grad=not last)
-            score = self.damage(out, y[alive], ms)
+            score = self.damage(out, y[alive], ms).float()
             better = score > best_score[alive]
             best[alive[better]] = xa[alive[better]]
             best_score[alive[better]] = score[better]
@@ -210,5 +210,5 @@ class Attack:
         if self.norm == "linf":
             return self.project(x + torch.empty_like(x).uniform_(-self.eps, self.eps), x)
         d = torch.randn_like(x)
-        r = torch.rand(len(x), 1, 1, 1) * self.eps
+        r = torch.rand(len(x), 1, 1, 1, device=x.device) * self.eps
         return self.project(x + _unit(d) * r, x)

@@ -13,14 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustbench_wbc.device import model_device
+
 CHECK_IMAGES = 64  # enough to see a systematic effect; the checks cost two forward and one backward pass
 
 
 def model_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  masks: torch.Tensor | None) -> dict[str, float]:
     """Gives ``zero_grad_fraction``, ``output_randomness`` and ``probability_outputs`` on the first images."""
-    x, y = images[:CHECK_IMAGES], labels[:CHECK_IMAGES]
-    m = None if masks is None else masks[:CHECK_IMAGES].long()
+    dev = model_device(model)
+    x, y = images[:CHECK_IMAGES].to(dev), labels[:CHECK_IMAGES].to(dev)
+    m = None if masks is None else masks[:CHECK_IMAGES].to(dev).long()
     model.eval()
     params = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in params:
@@ -28,7 +31,7 @@ def model_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     try:
         xr = x.detach().clone().requires_grad_(True)
         out = model(xr)
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=dev)
         if "logits" in out:
             loss = loss + F.cross_entropy(out["logits"], y, reduction="sum")
         if "mask" in out and m is not None:
@@ -44,6 +47,7 @@ def model_checks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     checks = {"zero_grad_fraction": zero, "output_randomness": randomness}
     if "logits" in out:
         z = out["logits"].detach()
-        probs = bool(((z >= 0) & (z <= 1)).all()) and bool(torch.allclose(z.sum(1), torch.ones(len(z)), atol=1e-4))
+        ones = torch.ones(len(z), device=z.device)
+        probs = bool(((z >= 0) & (z <= 1)).all()) and bool(torch.allclose(z.sum(1), ones, atol=1e-4))
         checks["probability_outputs"] = float(probs)
     return checks

@@ -19,6 +19,7 @@ from robustbench_wbc.bench.cells import CLEAN, Cell
 from robustbench_wbc.bench.diagnostics import CHECK_IMAGES, model_checks
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.data.splits import SPLITS, SplitData
+from robustbench_wbc.device import model_device
 from robustbench_wbc.metrics import correct, segmentation_scores
 from robustbench_wbc.models.card import ModelCard
 from robustbench_wbc.models.hub import load_model, read_card, versions
@@ -57,12 +58,16 @@ def git_sha() -> str:
 
 def plan(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str],
          eps: Sequence[float] | None, n_images: int | None, seed: int,
-         cards: dict[str, ModelCard], targets: Sequence[str] | None = None) -> list[Cell]:
+         cards: dict[str, ModelCard], targets: Sequence[str] | None = None,
+         precision: str = "fp32") -> list[Cell]:
     """Gives every cell of the matrix: a clean cell per (model, split), then attack × eps × target.
 
     ``targets`` narrows the heads attacked (default: each family's, :func:`default_targets`); a
     target a model does not have, or an attack does not support, is left out for that pair.
+    ``precision="bf16"`` crafts every attack under bfloat16 autocast (a parameter of its cells,
+    so they are other cells than the fp32 ones; the verdicts stay fp32).
     """
+    extra = {} if precision == "fp32" else {"precision": precision}
     cells: list[Cell] = []
     for m in models:
         card = cards[m]
@@ -82,7 +87,7 @@ def plan(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str],
                     if target not in entry.targets:
                         continue
                     for e in (entry.default_eps if eps is None else eps):
-                        spec = entry.spec(e, target)
+                        spec = entry.spec(e, target, **extra)
                         cells.append(Cell(m, s, a, spec.eps, spec.target, seed, n, card.weights_sha256,
                                           spec.norm, spec.backend, dict(spec.params)))
     return cells
@@ -109,10 +114,12 @@ class Context:
     clean: dict[tuple[str, str, int], dict[str, torch.Tensor]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=lambda: library_versions())
     git_sha: str = field(default_factory=git_sha)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def model(self, model_id: str):
         if model_id not in self.models:
-            self.models[model_id] = load_model(model_id)
+            model, card = load_model(model_id)
+            self.models[model_id] = (model.to(self.device), card)
         return self.models[model_id]
 
     def split(self, name: str, n: int, size: int) -> SplitData:
@@ -124,11 +131,13 @@ class Context:
 
 @torch.no_grad()
 def _predict(model: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The model's outputs on ``images`` in fp32 and eval mode, by batches on the model's device, on the CPU."""
     model.eval()  # never score with batch statistics, whatever an attack library left behind
+    dev = model_device(model)
     outs: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(images), BATCH_SIZE):
-        for k, v in model(images[i:i + BATCH_SIZE]).items():
-            outs.setdefault(k, []).append(v)
+        for k, v in model(images[i:i + BATCH_SIZE].to(dev)).items():
+            outs.setdefault(k, []).append(v.float().cpu())
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
@@ -272,10 +281,10 @@ def _failed(cell, card, ctx, status, reason, t0) -> CellResult:
 
 
 class LocalExecutor:
-    """Runs cells one after another in this process, keeping models and splits loaded."""
+    """Runs cells one after another in this process, keeping models and splits loaded (on ``device``)."""
 
-    def __init__(self) -> None:
-        self.ctx = Context()
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.ctx = Context(device=torch.device(device))
 
     def map(self, cells: Iterable[Cell]) -> Iterable[CellResult]:
         for cell in cells:
@@ -292,16 +301,16 @@ class RunSummary:
     failed: list[CellResult] = field(default_factory=list)
 
 
-def ensure_trained(models: Sequence[str], on_train: Callable[[str], object] | None = None
-                   ) -> dict[str, ModelCard]:
-    """Gives each model's card, training (and caching) the models not trained yet."""
+def ensure_trained(models: Sequence[str], on_train: Callable[[str], object] | None = None,
+                   device: torch.device | str = "cpu") -> dict[str, ModelCard]:
+    """Gives each model's card, training (and caching) the models not trained yet, on ``device``."""
     cards = {}
     for m in models:
         MODELS.get(m)
         card = read_card(m)
         if card is None:
             progress = on_train(m) if on_train else None
-            _, card = load_model(m, progress=progress)
+            _, card = load_model(m, progress=progress, device=device)
         cards[m] = card
     return cards
 
@@ -311,24 +320,27 @@ def run(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str], ou
         executor: LocalExecutor | None = None,
         on_train: Callable[[str], object] | None = None,
         on_cell: Callable[[CellResult, int, int], None] | None = None,
-        targets: Sequence[str] | None = None) -> RunSummary:
+        targets: Sequence[str] | None = None, device: torch.device | str = "cpu",
+        precision: str = "fp32") -> RunSummary:
     """Runs the matrix models × splits × attacks × eps (× targets) into the store at ``out``.
 
     Cells already stored with status ``ok`` are skipped; each finished cell is committed
-    atomically, so a killed run loses only the cell in flight.
+    atomically, so a killed run loses only the cell in flight. Models train and run on ``device``
+    (unless an ``executor`` says otherwise).
     """
-    cards = ensure_trained(models, on_train)
-    cells = plan(models, splits, attacks, eps, n_images, seed, cards, targets)
-    return execute(ResultStore(out), cells, executor, on_cell)
+    cards = ensure_trained(models, on_train, device)
+    cells = plan(models, splits, attacks, eps, n_images, seed, cards, targets, precision)
+    return execute(ResultStore(out), cells, executor or LocalExecutor(device), on_cell)
 
 
 def plan_profile(profile, model_ids: Sequence[str], cards: dict[str, ModelCard], seed: int = 0,
-                 n_images: int | None = None) -> list[Cell]:
+                 n_images: int | None = None, precision: str = "fp32") -> list[Cell]:
     """Gives the cells of a run profile: clean cells on all its splits, then each attack at its own budgets."""
     n = profile.n_images if n_images is None else n_images
     cells = {c.id: c for c in plan(model_ids, profile.splits, [], None, n, seed, cards)}
     for attack, eps in profile.attacks.items():
-        for c in plan(model_ids, profile.attack_splits, [attack], list(eps) or None, n, seed, cards):
+        for c in plan(model_ids, profile.attack_splits, [attack], list(eps) or None, n, seed, cards,
+                      precision=precision):
             cells.setdefault(c.id, c)
     return list(cells.values())
 

@@ -11,7 +11,7 @@ import typer
 from robustbench_wbc.attacks.base import ATTACKS, NORMS, TARGETS, EpsError, parse_eps, with_backend
 from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.bench.profiles import RUN_PROFILES, get_run_profile
-from robustbench_wbc.bench.runner import ensure_trained, execute, plan_profile
+from robustbench_wbc.bench.runner import LocalExecutor, ensure_trained, execute, plan_profile
 from robustbench_wbc.bench.runner import run as run_matrix
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.cli._common import (
@@ -31,6 +31,7 @@ from robustbench_wbc.cli._common import (
 )
 from robustbench_wbc.data.real import parse_data_option, register_dataset
 from robustbench_wbc.data.splits import DEFAULT_EVAL_SPLITS, SPLITS
+from robustbench_wbc.device import resolve_device
 from robustbench_wbc.models.zoo import MODELS, with_seeds
 
 DEFAULT_OUT = Path("wbc-robust-out")
@@ -59,6 +60,11 @@ def parse_targets(text: str | None) -> list[str] | None:
         raise typer.BadParameter(f"unknown target(s) {bad or [text]}; expected one or more of {', '.join(TARGETS)}",
                                  param_hint="--target")
     return parts
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
 
 
 class Track(str, Enum):
@@ -108,6 +114,14 @@ def run(
         help=PROFILE_HELP + " 'reference': the published matrix (results/): the zoo at seeds 0-2 (or --seeds), "
              "ID, domain-shift and corruption splits, FGSM, PGD, PGD-L2 and AutoAttack-fast; see "
              "robustbench_wbc/bench/profiles.py.")] = None,
+    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda",
+        help="Where models train and attacks run: auto takes a CUDA GPU when torch sees one, else the CPU. "
+             "Results agree up to floating-point noise.")] = "auto",
+    precision: Annotated[Precision, typer.Option(
+        help="The arithmetic attacks craft in: fp32, or bf16 (bfloat16 autocast, channels-last: about 2x on a "
+             "CPU with bf16 units). Verdicts are taken in fp32 either way; bf16 cells are stored apart "
+             "(their params say precision=bf16). See benchmarks/README.md for how often verdicts differ.")]
+        = Precision.fp32,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log training and cell details.")] = False,
 ) -> None:
     """Run models × splits × attacks × eps; skip cells already done in --out.
@@ -117,6 +131,10 @@ def run(
     resumes where it stopped.
     """
     setup_logging(verbose)
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
     register_data_options(data, skip_bad)
     run_profile = None
     if profile in RUN_PROFILES:
@@ -161,13 +179,14 @@ def run(
 
         if run_profile is None:
             summary = run_matrix(model_ids, split_ids, attack_ids, out, eps_values, n_images, seed,
-                                 on_train=on_train, on_cell=on_cell, targets=targets)
+                                 on_train=on_train, on_cell=on_cell, targets=targets, device=dev,
+                                 precision=precision.value)
         else:
             if seeds is None:
                 model_ids = with_seeds(model_ids, list(run_profile.seeds))
-            cards = ensure_trained(model_ids, on_train)
-            cells = plan_profile(run_profile, model_ids, cards, seed, n_images)
-            summary = execute(ResultStore(out), cells, on_cell=on_cell)
+            cards = ensure_trained(model_ids, on_train, dev)
+            cells = plan_profile(run_profile, model_ids, cards, seed, n_images, precision.value)
+            summary = execute(ResultStore(out), cells, LocalExecutor(dev), on_cell=on_cell)
 
     console.print(f"{summary.planned} cells: {summary.skipped} already done, {summary.ok} run, "
                   f"{len(summary.failed)} failed → {out}/results.parquet, {out}/results.csv")

@@ -131,9 +131,10 @@ def load_checkpoint(directory: Path, entry: ModelEntry) -> tuple[torch.nn.Module
     return model, card
 
 
-def train_and_save(entry: ModelEntry, progress: ProgressFn | None = None) -> ModelCard:
-    """Trains ``entry`` by its recipe and stores it in the cache; gives its card."""
-    model, val_metrics, facts = train_model(entry, progress)
+def train_and_save(entry: ModelEntry, progress: ProgressFn | None = None, device: torch.device | str = "cpu"
+                   ) -> ModelCard:
+    """Trains ``entry`` by its recipe (on ``device``) and stores it in the cache; gives its card."""
+    model, val_metrics, facts = train_model(entry, progress, device)
     fields = dict(
         id=entry.id, family=entry.family, encoder=entry.encoder, recipe=entry.recipe_spec.name,
         seed=entry.seed, classes=CLASSES,
@@ -147,7 +148,8 @@ def train_and_save(entry: ModelEntry, progress: ProgressFn | None = None) -> Mod
 
 
 def load_model(model_id: str, train: bool = True, force: bool = False,
-               progress: ProgressFn | None = None) -> tuple[torch.nn.Module, ModelCard]:
+               progress: ProgressFn | None = None, device: torch.device | str = "cpu"
+               ) -> tuple[torch.nn.Module, ModelCard]:
     """Gives ``(model in eval mode, card)`` for a registered model, training it on first use.
 
     Args:
@@ -155,6 +157,7 @@ def load_model(model_id: str, train: bool = True, force: bool = False,
         train: train the model if it is not in the cache (else raise :class:`CheckpointError`).
         force: retrain even if a checkpoint exists.
         progress: called as ``progress(step, total, val_metrics)`` during training.
+        device: where to train it (the model comes back on the CPU, as loaded from the cache).
     """
     entry = MODELS.get(model_id)
     directory = paths.checkpoint_dir(model_id)
@@ -164,5 +167,5 @@ def load_model(model_id: str, train: bool = True, force: bool = False,
                 raise CheckpointError(f"{model_id!r} is not trained yet (no {directory / CARD}). "
                                       f"Run `wbc-robust models train {model_id}`.")
             logger.info("training %s (recipe %s)", model_id, entry.recipe)
-            train_and_save(entry, progress)
+            train_and_save(entry, progress, device)
         return load_checkpoint(directory, entry)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_wbc.data.splits import SPLITS, SplitData
+from robustbench_wbc.device import model_device
 from robustbench_wbc.metrics import correct, segmentation_scores
 from robustbench_wbc.models.zoo import ModelEntry, Recipe
 
@@ -37,8 +38,10 @@ def _augment(x: torch.Tensor, m: torch.Tensor | None, g: torch.Generator):
 def evaluate(model: torch.nn.Module, data: SplitData, batch_size: int = 128) -> dict[str, float]:
     """Gives mean accuracy and Dice on ``data`` for the heads the model has."""
     model.eval()
+    dev = model_device(model)
     sums: dict[str, float] = {}
     for x, y, m in data.batches(batch_size):
+        x, y, m = x.to(dev), y.to(dev), None if m is None else m.to(dev)
         out = model(x)
         if "logits" in out:
             sums["accuracy"] = sums.get("accuracy", 0.0) + correct(out["logits"], y).float().sum().item()
@@ -58,7 +61,9 @@ def robust_accuracy(model: torch.nn.Module, data: SplitData, eps: float, steps: 
     model.eval()
     attack = torchattacks.PGD(HeadView(model, "logits"), eps=eps, alpha=eps / 4, steps=steps, random_start=True)
     hits = 0
+    dev = model_device(model)
     for x, y, _ in data.batches(batch_size):
+        x, y = x.to(dev), y.to(dev)
         adv = attack(x, y)
         with torch.no_grad():
             hits += int(correct(model(adv)["logits"], y).sum())
@@ -93,7 +98,7 @@ def fgsm_rs(model: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[dict[str
             eps: float, g: torch.Generator) -> torch.Tensor:
     """FGSM with a random start (Wong, Rice & Kolter 2020): a uniform start in the L∞ ball, then one
     signed-gradient step of 1.25·eps on ``loss_fn``, projected back to the ball and to [0, 1]."""
-    delta = ((torch.rand(x.shape, generator=g) * 2 - 1) * eps).requires_grad_(True)
+    delta = ((torch.rand(x.shape, generator=g) * 2 - 1) * eps).to(x.device).requires_grad_(True)
     (grad,) = torch.autograd.grad(loss_fn(model((x + delta).clamp(0, 1))), delta)
     delta = (delta.detach() + 1.25 * eps * grad.sign()).clamp(-eps, eps)
     return (x + delta).clamp(0, 1)
@@ -111,15 +116,18 @@ def training_data_card(r: Recipe) -> dict:
 
 
 def fit(model: torch.nn.Module, train: SplitData, r: Recipe, g: torch.Generator, val: SplitData | None = None,
-        name: str = "", progress: ProgressFn | None = None) -> tuple[dict[str, float], int]:
+        name: str = "", progress: ProgressFn | None = None, device: torch.device | str = "cpu"
+        ) -> tuple[dict[str, float], int]:
     """Trains ``model`` on ``train`` by ``r`` (its loss, optimiser, schedule and steps); gives
     ``(validation metrics of the kept step, that step)`` and leaves the model in eval mode.
 
     With ``val``, the model is evaluated every ``val_every`` steps, the best state is kept and
     training stops after ``patience`` evaluations without improvement; without, it trains all
     ``steps`` and keeps the last state. With ``adv_train`` each batch is replaced by its FGSM-RS
-    perturbation, and validation adds robust accuracy under PGD-5 at the training eps.
+    perturbation, and validation adds robust accuracy under PGD-5 at the training eps. The model
+    moves to ``device`` and each batch with it (the data and the generator ``g`` stay on the CPU).
     """
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=r.steps, pct_start=0.15)
     best_score, best_state, best_metrics, best_step, stale = -1.0, None, {}, r.steps, 0
@@ -134,7 +142,8 @@ def fit(model: torch.nn.Module, train: SplitData, r: Recipe, g: torch.Generator,
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             x, m = _augment(train.images[idx], None if train.masks is None else train.masks[idx], g)
-            loss_fn = functools.partial(training_loss, r, labels=train.labels[idx], masks=m)
+            x, m = x.to(device), None if m is None else m.to(device)
+            loss_fn = functools.partial(training_loss, r, labels=train.labels[idx].to(device), masks=m)
             model.train()
             if r.adv_train == "fgsm-rs":
                 x = fgsm_rs(model, x, loss_fn, r.adv_eps, g)
@@ -169,7 +178,7 @@ def fit(model: torch.nn.Module, train: SplitData, r: Recipe, g: torch.Generator,
     return best_metrics, best_step
 
 
-def train_model(entry: ModelEntry, progress: ProgressFn | None = None
+def train_model(entry: ModelEntry, progress: ProgressFn | None = None, device: torch.device | str = "cpu"
                 ) -> tuple[torch.nn.Module, dict[str, float], dict]:
     """Trains ``entry`` by its recipe; gives ``(model in eval mode, val metrics, facts for the card)``.
 
@@ -185,7 +194,8 @@ def train_model(entry: ModelEntry, progress: ProgressFn | None = None
     train = SPLITS.get(r.train_split).load(r.train_images, r.image_size)
     val = SPLITS.get("synth:val").load(r.val_images, r.image_size)
     t0 = time.perf_counter()
-    best_metrics, best_step = fit(model, train, r, g, val, entry.id, progress)
+    best_metrics, best_step = fit(model, train, r, g, val, entry.id, progress, device)
+    model.cpu()
     facts = {
         "train_time_s": round(time.perf_counter() - t0, 2),
         "train_steps": best_step,

@@ -24,7 +24,9 @@ def current_rows(table: pd.DataFrame) -> pd.DataFrame:
 
     An output directory may hold cells of an earlier checkpoint of a model (it was retrained) or
     the same measurement at several ``n``: keep the newest checkpoint's cells, and of repeated
-    coordinates the row with the most images (then the newest).
+    coordinates the row with the most images (then the newest). An attack crafted in bfloat16
+    (``run --precision bf16``: ``precision=bf16`` in its params) is named ``<attack>+bf16``, so
+    that no report mixes it with the fp32 attack.
     """
     if table.empty:
         return table
@@ -36,8 +38,13 @@ def current_rows(table: pd.DataFrame) -> pd.DataFrame:
     if not keep.all():
         logger.warning("ignoring %d rows of older checkpoints of %s", int((~keep).sum()),
                        sorted(table.loc[~keep, "model"].unique()))
-    t = table[keep].sort_values(["n", "finished_at"])
-    return t.drop_duplicates(COORDS, keep="last")
+    t = table[keep].sort_values(["n", "finished_at"]).drop_duplicates(COORDS, keep="last")
+    if "params" in t.columns:  # an attack crafted in bf16 is reported as its own attack: pgd+bf16
+        bf16 = t["params"].fillna("").astype(str).str.contains(r"(?:^|;)precision=bf16(?:;|$)")
+        if bf16.any():
+            t = t.copy()
+            t.loc[bf16, "attack"] = t.loc[bf16, "attack"] + "+bf16"
+    return t
 
 
 SEED_KEYS = ["model", "model_seed"]
