@@ -1,0 +1,103 @@
+"""--device (where models train and attacks run) and --precision bf16 (crafting under bfloat16 autocast)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from robustbench_wbc.attacks import ATTACKS, build_attack
+from robustbench_wbc.attacks.base import derive_attack
+from robustbench_wbc.bench.runner import plan
+from robustbench_wbc.cli import app
+from robustbench_wbc.data import SPLITS
+from robustbench_wbc.device import model_device, resolve_device
+from robustbench_wbc.report.leaderboard import current_rows
+from tests.conftest import cli_text
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SPLITS.get("synth:test").load(48, 32)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'.*auto, cpu, cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU.*--device cpu"):
+            resolve_device("cuda")
+    assert model_device(torch.nn.Identity()) == torch.device("cpu")
+    assert model_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+
+
+def test_cli_device_errors_are_usage_errors(cli, tmp_path):
+    result = cli.invoke(app, ["run", "--models", "tiny_cls", "--device", "tpu", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown device 'tpu'" in cli_text(result)
+    assert not (tmp_path / "cells").exists()  # nothing half-written
+    result = cli.invoke(app, ["run", "--models", "tiny_cls", "--precision", "fp16", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "fp16" in cli_text(result)
+    if not torch.cuda.is_available():
+        result = cli.invoke(app, ["run", "--models", "tiny_cls", "--device", "cuda", "--out", str(tmp_path)])
+        assert result.exit_code == 2 and "no CUDA GPU" in cli_text(result)
+
+
+def _robust(model, data, spec):
+    attack = build_attack(spec, model)
+    torch.manual_seed(0)
+    adv = attack(data.images, data.labels, data.masks)
+    with torch.no_grad():
+        return model(adv)["logits"].argmax(1) == data.labels, adv
+
+
+def test_bf16_crafting_is_checked_restores_the_model_and_agrees_with_fp32(load_tiny, data):
+    model = load_tiny("tiny_cls")
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    spec32 = ATTACKS.get("pgd").spec(8 / 255, "cls")
+    spec16 = ATTACKS.get("pgd").spec(8 / 255, "cls", precision="bf16")
+    ok32, _ = _robust(model, data, spec32)
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args: seen.append(
+        (torch.is_autocast_enabled("cpu"), args[0].is_contiguous(memory_format=torch.channels_last))))
+    try:
+        ok16, adv16 = _robust(model, data, spec16)
+    finally:
+        hook.remove()
+    # the attack's own passes ran under bf16 autocast on channels-last inputs; the verdict pass after it did not
+    assert seen[0] == (True, True) and not seen[-1][0] and all(s == (True, True) for s in seen[:-1])
+    # the model comes back as it was: same weights, same (contiguous) layout
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, params[k]) and v.is_contiguous()
+    assert (adv16 - data.images).abs().amax() <= 8 / 255 + 1e-6 and adv16.min() >= 0 and adv16.max() <= 1
+    # crafted in bf16, the attack still fools about as many images as in fp32 (verdicts both in fp32)
+    assert abs(ok16.float().mean() - ok32.float().mean()) <= 0.15
+
+
+def test_bf16_precision_validation_and_presets(load_tiny, restore_attacks):
+    model = load_tiny("tiny_cls")
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        build_attack(ATTACKS.get("pgd").spec(8 / 255, "cls", precision="fp16"), model)
+    entry = derive_attack("pgd-bf16-test", "pgd", precision="bf16")  # a universal parameter: presets may set it
+    assert entry.params["precision"] == "bf16"
+    with pytest.raises(ValueError, match="has no parameter"):
+        derive_attack("pgd-bad-test", "pgd", bogus=1)
+
+
+def test_precision_is_a_cell_parameter_and_a_separate_attack_in_reports(tiny_cards):
+    cards = {"tiny_cls": tiny_cards["tiny_cls"]}
+    fp32 = plan(["tiny_cls"], ["synth:test"], ["pgd"], [8 / 255], 16, 0, cards)
+    bf16 = plan(["tiny_cls"], ["synth:test"], ["pgd"], [8 / 255], 16, 0, cards, precision="bf16")
+    assert fp32[0].id == bf16[0].id  # the clean cell is shared
+    assert "precision" not in fp32[1].params and bf16[1].params["precision"] == "bf16"
+    assert fp32[1].id != bf16[1].id  # stored apart; fp32 cell ids unchanged by the option
+
+
+def test_current_rows_names_bf16_attacks(bench_table):
+    t = bench_table[bench_table["attack"] != "none"]
+    t16 = t.assign(params=t["params"].fillna("").astype(str) + ";precision=bf16")
+    rows = current_rows(pd.concat([t, t16], ignore_index=True))
+    assert set(rows["attack"]) == set(t["attack"]) | {a + "+bf16" for a in t["attack"]}
+    assert len(rows) == len(current_rows(t)) * 2  # neither hides the other
