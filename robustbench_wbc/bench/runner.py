@@ -152,6 +152,13 @@ def _check_outputs(out: dict[str, torch.Tensor], n: int, num_classes: int, size:
             raise ValueError(f"head {head!r} returned non-finite values")
 
 
+def _head_sizes(clean: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """The number of classes and the image size the clean outputs had (what every later output must have)."""
+    n_classes = clean["logits"].shape[1] if "logits" in clean else 0
+    size = clean["mask"].shape[-1] if "mask" in clean else 0
+    return n_classes, size
+
+
 def evaluate_cell(cell: Cell, ctx: Context) -> CellResult:
     """Evaluates one cell; attack failures and budget violations become its status, not a crash."""
     t0 = time.perf_counter()
@@ -209,6 +216,10 @@ def _attack_metrics(cell, model, data, clean, samples) -> tuple[dict[str, Measur
             for i, (x, y, m) in zip(range(0, len(data), BATCH_SIZE), data.batches(BATCH_SIZE))]
     adv_images = torch.cat(advs)
     adv = _predict(model, adv_images)
+    # the verdicts are checked as the clean outputs are: a model that breaks on adversarial inputs fails the cell
+    if set(adv) != set(clean):
+        raise ValueError(f"the model returned heads {sorted(adv)} on the adversarial images, {sorted(clean)} on the clean ones")
+    _check_outputs(adv, len(data), *_head_sizes(clean))
     metrics: dict[str, Measure] = {}
     if "logits" in adv:
         adv_ok = correct(adv["logits"], data.labels)
