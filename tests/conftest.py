@@ -6,6 +6,7 @@ session temporary directory before any model is loaded, and run outputs go to tm
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,38 @@ BENCH_SPLITS = ("synth:test", "synth:ood-lab-b")
 BENCH_ATTACKS = ("fgsm", "pgd")
 BENCH_EPS = (2 / 255, 8 / 255)
 BENCH_N = 20
+
+
+class NetworkBlocked(OSError):
+    """A test tried to reach the network: the suite must never (nothing is downloaded, ever)."""
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost", "", "0.0.0.0"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network():
+    """Fails any test that opens a connection, or resolves a name, beyond this machine's loopback
+    (where a Dask LocalCluster talks)."""
+    connect, getaddrinfo = socket.socket.connect, socket.getaddrinfo
+    local = LOOPBACK | {socket.gethostname()}
+
+    def guarded_connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if self.family != getattr(socket, "AF_UNIX", None) and str(host) not in local \
+                and not str(host).startswith("127."):
+            raise NetworkBlocked(f"a test tried to connect to {address!r}: the suite opens no network connection")
+        return connect(self, address)
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if host is not None and str(host) not in local and not str(host).startswith("127."):
+            raise NetworkBlocked(f"a test tried to resolve {host!r}: the suite opens no network connection")
+        return getaddrinfo(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", guarded_connect)
+        mp.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

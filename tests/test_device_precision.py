@@ -13,7 +13,7 @@ from robustbench_wbc.cli import app
 from robustbench_wbc.data import SPLITS
 from robustbench_wbc.device import model_device, resolve_device
 from robustbench_wbc.report.leaderboard import current_rows
-from tests.conftest import cli_text
+from conftest import cli_text
 
 
 @pytest.fixture(scope="module")

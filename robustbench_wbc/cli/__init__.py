@@ -39,3 +39,14 @@ def _version(value: bool) -> None:
 def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="Show the version and exit.")] = False) -> None:
     """How robust are white-blood-cell models to distribution shift and attack?"""
+    keep_writes_in_cache()
+
+
+def keep_writes_in_cache() -> None:
+    """The suite writes only under the output and cache directories it is given: matplotlib's font
+    cache goes to ``$WBC_ROBUST_HOME/matplotlib`` unless the user set ``MPLCONFIGDIR``."""
+    import os
+
+    from robustbench_wbc import paths
+
+    os.environ.setdefault("MPLCONFIGDIR", str(paths.home() / "matplotlib"))
