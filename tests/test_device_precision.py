@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from conftest import cli_text
 
 from robustbench_wbc.attacks import ATTACKS, build_attack
 from robustbench_wbc.attacks.base import derive_attack
@@ -13,7 +14,6 @@ from robustbench_wbc.cli import app
 from robustbench_wbc.data import SPLITS
 from robustbench_wbc.device import model_device, resolve_device
 from robustbench_wbc.report.leaderboard import current_rows
-from conftest import cli_text
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import NetworkBlocked
 
 import robustbench_wbc
-from conftest import NetworkBlocked
 
 PACKAGE = Path(robustbench_wbc.__file__).parent
 
