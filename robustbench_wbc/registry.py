@@ -65,7 +65,7 @@ class Registry(Generic[T]):
 
     def add(self, name: str, entry: T) -> T:
         """Registers ``entry`` under ``name``; a second entry with the same name is an error."""
-        if not _ID_RE.match(name):
+        if not _ID_RE.fullmatch(name):
             raise ValueError(
                 f"Invalid {self.kind} id {name!r}: use lower-case letters, digits and _ - . : @"
             )
