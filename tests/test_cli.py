@@ -355,6 +355,10 @@ def test_leaderboard_shift(cli, e2e_out):
     # two models with a class head: no trend across models yet, and no corruption splits; both said plainly
     assert "Effective robustness" in text and "at least 3 models" in text
     assert "Corruption error" in text and "no clean accuracy on corruption splits" in text
+    dice = cli.invoke(app, ["leaderboard", "--out", str(out), "--shift", "--metric", "nucleus_dice"], env=WIDE)
+    assert dice.exit_code == 0 and "Corruption error of nucleus_dice" in cli_text(dice)
+    bad = cli.invoke(app, ["leaderboard", "--out", str(out), "--shift", "--metric", "acuracy"], env=WIDE)
+    assert bad.exit_code == 2 and "unknown metric 'acuracy'" in cli_text(bad) and "Did you mean: accuracy" in cli_text(bad)
     bad = cli.invoke(app, ["leaderboard", "--out", str(out), "--shift", "--mce-baseline", "alexnet"], env=WIDE)
     assert bad.exit_code == 2 and "unknown model 'alexnet'" in cli_text(bad) and "tiny_cls" in cli_text(bad)
 

@@ -315,10 +315,12 @@ def test_named_baseline_and_default_choice():
 def test_nucleus_dice_corruption_error():
     rows = [{**r, "metric": "nucleus_dice"} for r in corruption_rows("unet", 1.0) + corruption_rows("mt", 0.5)]
     t = table(rows)
-    with pytest.raises(ValueError, match="no classifier-only model"):
-        corruption_error(t, metric="nucleus_dice")
-    _, mce = corruption_error(t, baseline="unet", metric="nucleus_dice")
-    assert mce.set_index("model").loc["mt", "mce"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no U-Net"):  # the Dice baseline is the U-Net; the table's is a classifier
+        corruption_error(t[t["model"] != "unet"], metric="nucleus_dice")
+    _, mce = corruption_error(t, metric="nucleus_dice")  # by default the U-Net of the same encoder
+    assert (mce["baseline"] == "unet").all() and mce.set_index("model").loc["mt", "mce"] == pytest.approx(0.5)
+    _, mce = corruption_error(t, baseline="mt", metric="nucleus_dice")
+    assert mce.set_index("model").loc["unet", "mce"] == pytest.approx(2.0)
 
 
 def test_corruption_error_errors():
@@ -377,7 +379,7 @@ def test_default_baseline_is_the_classifier_of_the_same_encoder():
     assert m.loc["mt", "mce"] == pytest.approx(0.5) and m.loc["unet", "mce"] == pytest.approx(3.0)
     assert (ce.set_index("model").loc["mt2", "baseline"] == "cls_b").all()
     md = corruption_error_markdown(mce, ce)
-    assert "classifier-only model of its encoder" in md and "| baseline |" in md
+    assert "single-task model of its encoder" in md and "| baseline |" in md
     assert "| mt2 | multitask | full | cls_b | 50.0 |" in md
     # one named baseline for all: comparable across encoders
     _, mce = corruption_error(t, baseline="cls")

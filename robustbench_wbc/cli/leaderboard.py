@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -20,9 +21,10 @@ from robustbench_wbc.report.leaderboard import BY, to_csv, to_markdown
 from robustbench_wbc.report.leaderboard import leaderboard as make_board
 
 
-def shift_report(table, markdown: bool = True, mce_baseline: str | None = None) -> str:
-    """Gives the effective-robustness fit and the corruption error, each where the results allow it
-    (the corruption error against ``mce_baseline`` for every model, else each model's encoder's classifier)."""
+def shift_report(table, markdown: bool = True, mce_baseline: str | None = None, metric: str = "accuracy") -> str:
+    """Gives the effective-robustness fit and the corruption error of ``metric``, each where the results
+    allow it (the corruption error against ``mce_baseline`` for every model, else each model's
+    encoder's single-task model)."""
     from robustbench_wbc.report.shift import (
         corruption_error,
         corruption_error_markdown,
@@ -32,10 +34,10 @@ def shift_report(table, markdown: bool = True, mce_baseline: str | None = None) 
 
     parts = []
     for title, compute, render in (
-            ("Effective robustness (ID → OOD accuracy across models)", effective_robustness,
+            (f"Effective robustness (ID → OOD {metric} across models)", lambda t: effective_robustness(t, metric),
              lambda r: effective_robustness_markdown(*r) if markdown else r[1].to_csv(index=False)),
-            ("Corruption error (mCE, % of the classifier-only baseline)",
-             lambda t: corruption_error(t, baseline=mce_baseline),
+            (f"Corruption error of {metric} (mCE, % of the single-task baseline)",
+             lambda t: corruption_error(t, baseline=mce_baseline, metric=metric),
              lambda r: corruption_error_markdown(r[1], r[0]) if markdown else r[1].to_csv(index=False))):
         try:
             body = render(compute(table))
@@ -66,6 +68,8 @@ def leaderboard(
              "robustness, and the corruption error (mCE) against the classifier-only baseline.")] = False,
     cross_task: Annotated[bool, typer.Option(
         help="Instead, the cross-task matrix: each head's damage under cls, seg and joint attacks.")] = False,
+    metric: Annotated[str, typer.Option(
+        help="With --shift: the clean metric to analyse, e.g. accuracy, balanced_accuracy, nucleus_dice.")] = "accuracy",
     mce_baseline: Annotated[str | None, typer.Option(metavar="MODEL",
         help="With --shift: one baseline model for every model's corruption error (comparable across encoders); "
              "by default each model's is the classifier-only model of its encoder.")] = None,
@@ -91,7 +95,13 @@ def leaderboard(
         if mce_baseline is not None and mce_baseline not in set(table["model"]):
             raise typer.BadParameter(f"unknown model {mce_baseline!r}; the results have "
                                      f"{', '.join(sorted(table['model'].unique()))}", param_hint="--mce-baseline")
-        text = shift_report(table, format is Format.md, mce_baseline)
+        known = sorted(set(table["metric"]))
+        if metric not in known:
+            close = difflib.get_close_matches(metric, known, n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise typer.BadParameter(f"unknown metric {metric!r}.{hint} The results have {', '.join(known)}",
+                                     param_hint="--metric")
+        text = shift_report(table, format is Format.md, mce_baseline, metric)
     elif cross_task:
         matrix = cross_task_table(table)
         text = cross_task_markdown(matrix) if format is Format.md else matrix.to_csv(index=False)

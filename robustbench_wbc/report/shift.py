@@ -196,24 +196,34 @@ def _corruption_coords(cells: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
+def baseline_family(metric: str) -> str:
+    """The single-task family a metric's corruption error is normalised by: the U-Net for a mask
+    metric (Dice, IoU), the classifier-only model for a class metric (accuracy, recall…)."""
+    return "unet" if ("dice" in metric or "iou" in metric) else "classifier"
+
+
 def default_baseline(table: pd.DataFrame, metric: str = "accuracy", encoder: str | None = None) -> str | None:
     """The model the corruption error is normalised by when none is named: the first, by name, of the
-    classifier-only models (family ``classifier``, recipe ``full``) with clean ``metric`` on corruption
-    splits — of ``encoder`` when given; ``None`` if there is none."""
+    single-task models of :func:`baseline_family` (classifiers with recipe ``full``; U-Nets) with clean
+    ``metric`` on corruption splits — of ``encoder`` when given; ``None`` if there is none."""
     cells = _clean_cells(table, metric)
     if cells.empty:
         return None
-    sel = cells[(cells["role"] == "corruption") & (cells["family"] == "classifier") & (cells["recipe"] == "full")]
+    family = baseline_family(metric)
+    sel = cells[(cells["role"] == "corruption") & (cells["family"] == family)]
+    if family == "classifier":
+        sel = sel[sel["recipe"] == "full"]
     if encoder is not None and "encoder" in sel.columns:
         sel = sel[sel["encoder"] == encoder]
     return sorted(sel["model"].unique())[0] if not sel.empty else None
 
 
 def default_baselines(table: pd.DataFrame, models, metric: str = "accuracy") -> dict[str, str]:
-    """Each model's default baseline: the classifier-only model (family ``classifier``, recipe ``full``)
-    of the same encoder, so that a multitask or U-Net model is compared with the plain classifier on
-    its own backbone; the first such classifier of any encoder (by name) where its encoder has none.
-    Raises :class:`ValueError` when the table has no classifier-only model with corruption cells."""
+    """Each model's default baseline: the single-task model of the metric's family
+    (:func:`baseline_family`: the classifier-only model, recipe ``full``, for a class metric; the
+    U-Net for a mask metric) on the same encoder, so that a multitask model is compared with the
+    single-task model on its own backbone; the first such model of any encoder (by name) where its
+    encoder has none. Empty when the table has no such model with corruption cells."""
     fallback = default_baseline(table, metric)
     if fallback is None:
         return {}
@@ -249,8 +259,8 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
     the same severities. ``baseline`` names one baseline model for every model: CE and mCE are then
     relative to that one model, as ImageNet-C's are to AlexNet, and compare across all models. By
     default (``None``) each model's baseline is :func:`default_baselines`' — the classifier-only
-    model (recipe ``full``) of its encoder — and the ``baseline`` column says which; a baseline's
-    own CE is 1 (100 %) on every corruption.
+    model (recipe ``full``) of its encoder, or its U-Net for a mask metric such as ``nucleus_dice``
+    — and the ``baseline`` column says which; a baseline's own CE is 1 (100 %) on every corruption.
 
     Gives ``(ce, mce)``: ``ce`` one row per (model, corruption) used, with ``error`` and
     ``baseline_error`` the mean error over the severities; ``mce`` one row per model, ``mce`` the
@@ -269,8 +279,10 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
     if baseline is None:
         baselines = default_baselines(table, models, metric)
         if not baselines:
-            raise ValueError("corruption error: no classifier-only model (family 'classifier', recipe 'full') "
-                             f"has corruption cells to serve as the baseline; name one with baseline= "
+            who = ("no classifier-only model (family 'classifier', recipe 'full')" if baseline_family(metric) == "classifier"
+                   else "no U-Net (family 'unet')")
+            raise ValueError(f"corruption error: {who} has clean {metric} on corruption splits to serve as the "
+                             f"baseline; name one with baseline= "
                              f"(models with corruption cells: {', '.join(models)})")
     elif baseline not in set(corr["model"]):
         raise ValueError(f"corruption error: the baseline {baseline!r} has no clean {metric} on corruption splits "
@@ -376,8 +388,9 @@ def corruption_error_markdown(mce: pd.DataFrame, ce: pd.DataFrame | None = None)
     head = ["model", "family", "recipe", *(["baseline"] if per_base else []), "mCE %", "relative mCE %", "corruptions",
             "clean error %", "corruption error %", *[f"{c} CE %" for c in corrs]]
     title = (f"Corruption error normalised by {bases[0]} (100 % = the baseline's error)." if not per_base else
-             "Corruption error of each model normalised by its baseline, the classifier-only model of its encoder "
-             "(100 % = the baseline's error; compare within a baseline, not across).")
+             "Corruption error of each model normalised by its baseline, the single-task model of its encoder "
+             "(the classifier for a class metric, the U-Net for a mask one; 100 % = the baseline's error; compare "
+             "within a baseline, not across).")
     lines = [title, "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, r in mce.iterrows():
         vals = [r["model"], _cell(r["family"]), _cell(r["recipe"]), *([r["baseline"]] if per_base else []),
