@@ -48,3 +48,32 @@ def test_other_errors_and_a_single_image_that_does_not_fit_propagate():
     with pytest.raises(torch.OutOfMemoryError):
         map_batches(fits(0, []), 3, 2)
     assert map_batches(fits(5, []), 0, 8) == []
+
+
+class OnlySmallBatches(torch.nn.Module):
+    """A classifier whose forward pass 'runs out of memory' on more than ``limit`` images."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                       torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 5))
+        self.limit = limit
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a batch of {len(x)}")
+        return self.net(x)
+
+
+def test_a_run_on_a_model_that_runs_out_of_memory_halves_its_batches(caplog):
+    import robustbench_wbc as rw
+
+    with caplog.at_level(logging.WARNING):
+        table = rw.benchmark(OnlySmallBatches(2), name="small_batches", splits=["synth:test"], attacks=["pgd"],
+                             eps=[8 / 255], n_images=20, image_size=32)
+    assert set(table["status"]) == {"ok"}  # no cell lost to the memory limit
+    assert set(table.loc[table["metric"] == "accuracy", "n"]) == {20}  # every image scored
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "predictions: out of memory on a batch of 20" in messages
+    assert "pgd on small_batches: out of memory" in messages

@@ -10,11 +10,13 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 import torch
 
 from robustbench_wbc.attacks.base import ATTACKS, ThreatModelViolation, build_attack, perturbation_norms
+from robustbench_wbc.bench.batching import map_batches
 from robustbench_wbc.bench.cells import CLEAN, Cell
 from robustbench_wbc.bench.diagnostics import CHECK_IMAGES, model_checks
 from robustbench_wbc.bench.store import ResultStore
@@ -22,7 +24,7 @@ from robustbench_wbc.data.splits import SPLITS, SplitData
 from robustbench_wbc.device import model_device
 from robustbench_wbc.metrics import correct, segmentation_scores
 from robustbench_wbc.models.card import ModelCard
-from robustbench_wbc.models.hub import load_model, read_card, versions
+from robustbench_wbc.models.hub import CheckpointError, load_model, read_card, versions
 from robustbench_wbc.models.zoo import MODELS, base_id
 from robustbench_wbc.stats import Measure, balanced, mean, proportion
 
@@ -135,9 +137,13 @@ def _predict(model: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Te
     model.eval()  # never score with batch statistics, whatever an attack library left behind
     dev = model_device(model)
     outs: dict[str, list[torch.Tensor]] = {}
-    for i in range(0, len(images), BATCH_SIZE):
-        for k, v in model(images[i:i + BATCH_SIZE].to(dev)).items():
-            outs.setdefault(k, []).append(v.float().cpu())
+
+    def batch(start: int, stop: int) -> dict[str, torch.Tensor]:
+        return {k: v.float().cpu() for k, v in model(images[start:stop].to(dev)).items()}
+
+    for out in map_batches(batch, len(images), BATCH_SIZE, "predictions"):
+        for k, v in out.items():
+            outs.setdefault(k, []).append(v)
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
@@ -212,9 +218,13 @@ def _attack_metrics(cell, model, data, clean, samples) -> tuple[dict[str, Measur
     torch.manual_seed(cell.seed)
     clean_ok = correct(clean["logits"], data.labels) if "logits" in clean else None
     active = clean_ok if cell.target == "cls" else torch.ones(len(data), dtype=torch.bool)
-    advs = [attack(x, y, m, active[i:i + BATCH_SIZE])
-            for i, (x, y, m) in zip(range(0, len(data), BATCH_SIZE), data.batches(BATCH_SIZE))]
-    adv_images = torch.cat(advs)
+    masks = data.masks
+
+    def batch(start: int, stop: int) -> torch.Tensor:  # halved and retried if it runs out of memory
+        return attack(data.images[start:stop], data.labels[start:stop],
+                      None if masks is None else masks[start:stop], active[start:stop])
+
+    adv_images = torch.cat(map_batches(batch, len(data), BATCH_SIZE, f"{cell.attack} on {cell.model}"))
     adv = _predict(model, adv_images)
     # the verdicts are checked as the clean outputs are: a model that breaks on adversarial inputs fails the cell
     if set(adv) != set(clean):
@@ -278,10 +288,12 @@ def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, Measure]
         **{f"v_{k}": v for k, v in ctx.versions.items()},
     }
     nan = Measure(math.nan, cell.n_images, math.nan, math.nan)
-    items = metrics.items() if metrics else [("status", nan)]
-    df = pd.DataFrame([{**base, "metric": k, "value": float(m.value), "n": int(m.n), "ci_low": float(m.ci_low),
-                        "ci_high": float(m.ci_high)} for k, m in items])
-    return df[COLUMNS]
+    items = list(metrics.items()) if metrics else [("status", nan)]
+    # column by column: half the cost of a dict per row, which a matrix of many small cells pays per cell
+    cols = {k: [v] * len(items) for k, v in base.items()}
+    cols.update(metric=[k for k, _ in items], value=[float(m.value) for _, m in items], n=[int(m.n) for _, m in items],
+                ci_low=[float(m.ci_low) for _, m in items], ci_high=[float(m.ci_high) for _, m in items])
+    return pd.DataFrame({c: cols[c] for c in COLUMNS})
 
 
 def _failed(cell, card, ctx, status, reason, t0) -> CellResult:
@@ -289,6 +301,26 @@ def _failed(cell, card, ctx, status, reason, t0) -> CellResult:
                  cell.attack, cell.eps, status, reason)
     return CellResult(cell, status, _rows(cell, card, ctx, {}, status, reason,
                                           time.perf_counter() - t0), None, reason)
+
+
+def lost_cell(cell: Cell, reason: str, ctx: Context, time_s: float = 0.0) -> CellResult:
+    """Gives a ``failed`` result for a cell that gave no result of its own (its worker died, or it
+    raised outside :func:`evaluate_cell`): its rows, from the model's card in this process's cache."""
+    card = read_card(cell.model)
+    if card is None:
+        raise CheckpointError(f"cell {cell.id} failed ({reason}), and {cell.model!r} has no card in "
+                              f"this process's cache to record it with")
+    return _failed(cell, card, ctx, "failed", reason, time.perf_counter() - time_s)
+
+
+class Executor(Protocol):
+    """Evaluates cells and gives their results, in any order, each as soon as it is done.
+
+    A result is committed by the caller (:func:`execute`), never by the executor, so a cell is
+    stored once however often an executor had to retry it.
+    """
+
+    def map(self, cells: Sequence[Cell]) -> Iterable[CellResult]: ...
 
 
 class LocalExecutor:
@@ -307,7 +339,7 @@ class RunSummary:
     """What a run did: cells planned, skipped (already done), ok, failed or invalid."""
 
     planned: int = 0
-    skipped: int = 0
+    skipped: int = 0  # done before the run began, or by another writer of the store while it ran
     ok: int = 0
     failed: list[CellResult] = field(default_factory=list)
 
@@ -328,7 +360,7 @@ def ensure_trained(models: Sequence[str], on_train: Callable[[str], object] | No
 
 def run(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str], out: str | Path,
         eps: Sequence[float] | None = None, n_images: int | None = 256, seed: int = 0,
-        executor: LocalExecutor | None = None,
+        executor: Executor | None = None,
         on_train: Callable[[str], object] | None = None,
         on_cell: Callable[[CellResult, int, int], None] | None = None,
         targets: Sequence[str] | None = None, device: torch.device | str = "cpu",
@@ -336,8 +368,9 @@ def run(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str], ou
     """Runs the matrix models × splits × attacks × eps (× targets) into the store at ``out``.
 
     Cells already stored with status ``ok`` are skipped; each finished cell is committed
-    atomically, so a killed run loses only the cell in flight. Models train and run on ``device``
-    (unless an ``executor`` says otherwise).
+    atomically, so a killed run loses only the cells in flight. Models train and run on ``device``
+    (unless an ``executor`` says otherwise); they are trained here, before any cell is handed to
+    the ``executor``.
     """
     cards = ensure_trained(models, on_train, device)
     cells = plan(models, splits, attacks, eps, n_images, seed, cards, targets, precision)
@@ -356,17 +389,24 @@ def plan_profile(profile, model_ids: Sequence[str], cards: dict[str, ModelCard],
     return list(cells.values())
 
 
-def execute(store: ResultStore, cells: Sequence[Cell], executor: LocalExecutor | None = None,
+def execute(store: ResultStore, cells: Sequence[Cell], executor: Executor | None = None,
             on_cell: Callable[[CellResult, int, int], None] | None = None) -> RunSummary:
-    """Evaluates the ``cells`` not yet done in ``store``, committing each as it finishes; exports the table."""
+    """Evaluates the ``cells`` not yet done in ``store``, committing each as it finishes; exports the table.
+
+    Only this function writes the store, one cell as each result arrives, whatever the executor:
+    a killed run loses only the cells in flight.
+    """
     todo = [c for c in cells if not store.is_done(c.id)]
     summary = RunSummary(planned=len(cells), skipped=len(cells) - len(todo))
     # group by model and split so a worker reuses what it loaded; clean cells first in each group
     todo.sort(key=lambda c: (c.model, c.split, not c.is_clean, -c.cost()))
     executor = executor or LocalExecutor()
     for i, result in enumerate(executor.map(todo), 1):
-        store.put(result.cell.id, result.rows, result.samples)
-        if result.status == "ok":
+        if not store.put(result.cell.id, result.rows, result.samples):
+            logger.info("cell %s: another writer stored it ok meanwhile; its %s here is dropped", result.cell.id,
+                        result.status)
+            summary.skipped += 1
+        elif result.status == "ok":
             summary.ok += 1
         else:
             summary.failed.append(result)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +19,7 @@ from robustbench_wbc.bench.runner import run as run_matrix
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.cli._common import (
     EXIT_FAILED,
+    EXIT_USAGE,
     MODEL_PLUGIN_HELP,
     PLUGIN_HELP,
     PROFILE_HELP,
@@ -67,6 +71,11 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class ExecutorKind(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
 class Track(str, Enum):
     clean = "clean"
     ablation = "ablation"
@@ -79,6 +88,46 @@ def register_data_options(data: list[str] | None, skip_bad: bool) -> list[str]:
     for option in data or []:
         ids += register_dataset(*parse_data_option(option), skip_bad=skip_bad)
     return ids
+
+
+def check_executor_options(executor: ExecutorKind | None, workers: int | None,
+                           scheduler: str | None) -> ExecutorKind:
+    """Gives the executor: ``--workers`` or ``--scheduler`` imply dask; with ``--executor local`` they are an error."""
+    given = [opt for opt, value in (("--workers", workers), ("--scheduler", scheduler)) if value is not None]
+    if len(given) == 2:
+        raise typer.BadParameter("give --workers (a cluster on this machine) or --scheduler (an existing one), "
+                                 "not both", param_hint="--workers")
+    if executor is None:
+        return ExecutorKind.dask if given else ExecutorKind.local
+    if executor is ExecutorKind.local and given:
+        raise typer.BadParameter(f"{given[0]} is for --executor dask; leave it out to run cells in this process",
+                                 param_hint=given[0])
+    return executor
+
+
+@contextmanager
+def open_executor(kind: ExecutorKind, device, workers: int | None, scheduler: str | None, data: list[str] | None,
+                  skip_bad: bool, model_plugins: list[Path] | None, attack_plugins: list[Path] | None) -> Iterator:
+    """Gives the executor of ``--executor`` (started; a Dask cluster is stopped on exit). Dask is imported only here."""
+    if kind is ExecutorKind.local:
+        yield LocalExecutor(device)
+        return
+    from robustbench_wbc.bench.dask_executor import DaskExecutor, SchedulerError, WorkerSetup
+
+    options = [parse_data_option(d) for d in data or []]
+    setup = WorkerSetup(run_id="", data=tuple(f"{name}={path.resolve()}" for name, path in options), skip_bad=skip_bad,
+                        model_plugins=tuple(str(p.resolve()) for p in model_plugins or []),
+                        attack_plugins=tuple(str(p.resolve()) for p in attack_plugins or []))
+    if workers is None and scheduler is None:
+        workers = os.cpu_count() or 1
+    try:
+        dask_executor = DaskExecutor(device, workers=workers, scheduler=scheduler, setup=setup)
+        dask_executor.start()
+    except SchedulerError as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    with dask_executor:
+        yield dask_executor
 
 
 @handle_errors
@@ -122,6 +171,16 @@ def run(
              "CPU with bf16 units). Verdicts are taken in fp32 either way; bf16 cells are stored apart "
              "(their params say precision=bf16). See benchmarks/README.md for how often verdicts differ.")]
         = Precision.fp32,
+    executor: Annotated[ExecutorKind | None, typer.Option(
+        help="Where cells run: local (in this process; the default) or dask (worker processes: --workers N on "
+             "this machine, or --scheduler ADDRESS). Either way this process trains what is missing and writes "
+             "--out. Default: dask when --workers or --scheduler is given, else local.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, metavar="N",
+        help="Dask: start a cluster of N worker processes on this machine (loopback only; one thread each, "
+             "torch threads cores // N). Default with --executor dask: one per core.")] = None,
+    scheduler: Annotated[str | None, typer.Option(metavar="tcp://HOST:PORT",
+        help="Dask: join the cluster of this scheduler. Its workers need this package, and the same "
+             "$WBC_ROBUST_HOME with the trained models (see the README).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log training and cell details.")] = False,
 ) -> None:
     """Run models × splits × attacks × eps; skip cells already done in --out.
@@ -135,6 +194,7 @@ def run(
         dev = resolve_device(device)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--device") from None
+    executor = check_executor_options(executor, workers, scheduler)
     register_data_options(data, skip_bad)
     run_profile = None
     if profile in RUN_PROFILES:
@@ -168,7 +228,8 @@ def run(
                            f"run them separately or leave --eps out")
         eps_values = parse_eps(eps, norm=norms.pop() if norms else NORMS[0], force=force)
 
-    with make_progress() as progress:
+    with open_executor(executor, dev, workers, scheduler, data, skip_bad, model_plugin, plugin) as cell_executor, \
+            make_progress() as progress:
         on_train = training_progress(progress)
         cells_task = progress.add_task("cells", total=None)
 
@@ -179,14 +240,14 @@ def run(
 
         if run_profile is None:
             summary = run_matrix(model_ids, split_ids, attack_ids, out, eps_values, n_images, seed,
-                                 on_train=on_train, on_cell=on_cell, targets=targets, device=dev,
-                                 precision=precision.value)
+                                 executor=cell_executor, on_train=on_train, on_cell=on_cell, targets=targets,
+                                 device=dev, precision=precision.value)
         else:
             if seeds is None:
                 model_ids = with_seeds(model_ids, list(run_profile.seeds))
             cards = ensure_trained(model_ids, on_train, dev)
             cells = plan_profile(run_profile, model_ids, cards, seed, n_images, precision.value)
-            summary = execute(ResultStore(out), cells, LocalExecutor(dev), on_cell=on_cell)
+            summary = execute(ResultStore(out), cells, cell_executor, on_cell=on_cell)
 
     console.print(f"{summary.planned} cells: {summary.skipped} already done, {summary.ok} run, "
                   f"{len(summary.failed)} failed → {out}/results.parquet, {out}/results.csv")
