@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import cli_text
 from torch import nn
 
 import robustbench_wbc as rw
@@ -127,3 +128,33 @@ def test_probability_outputs_are_flagged_not_trusted():
     assert set(table["status"]) == {"ok"}
     flags = unreliable(table).set_index("model")
     assert flags.loc["probs", "unreliable"] and "probabilities" in flags.loc["probs", "unreliable_reason"]
+
+
+def test_a_full_disk_stops_the_run_with_a_clear_error_and_the_store_stays_readable(cli, tmp_path, monkeypatch,
+                                                                                       tiny_cards):
+    import errno
+
+    import robustbench_wbc.bench.store as store_module
+    from robustbench_wbc.cli import app
+
+    real, calls = store_module.stage_parquet, []
+
+    def disk_fills_up(df, path):
+        calls.append(path)
+        if len(calls) > 4:  # two cells (rows and samples each) fit, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(df, path)
+
+    monkeypatch.setattr(store_module, "stage_parquet", disk_fills_up)
+    out = tmp_path / "out"
+    args = ["run", *MATRIX, "--out", str(out)]
+    result = cli.invoke(app, args)
+    text = " ".join(cli_text(result).split())
+    assert result.exit_code == 1, text
+    assert "No space left on device" in text and "run the same command again" in text
+    stored = ResultStore(out).table()  # readable, and holds exactly the cells committed before the failure
+    assert stored["cell_id"].nunique() == 2 and stored.groupby(["cell_id", "metric"]).size().max() == 1
+    assert not list(out.rglob("*.tmp"))
+    monkeypatch.setattr(store_module, "stage_parquet", real)  # space freed: the same command resumes
+    again = cli.invoke(app, args)
+    assert again.exit_code == 0 and "2 already done" in " ".join(cli_text(again).split())

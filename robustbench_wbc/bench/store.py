@@ -29,6 +29,10 @@ ADDED_COLUMNS = {"ci_low": float("nan"), "ci_high": float("nan"), "forward_passe
                  "model_params": float("nan"), "v_art": "", "v_pyautoattack": ""}
 
 
+class StoreWriteError(RuntimeError):
+    """A cell could not be written (a full disk, a read-only directory): the run must stop."""
+
+
 class ResultStore:
     """A directory of per-cell results under ``root``.
 
@@ -81,6 +85,12 @@ class ResultStore:
                 while staged:
                     os.replace(*staged.pop(0))
             return True
+        except OSError as exc:
+            raise StoreWriteError(
+                f"could not store cell {cell_id} in {self.root}: {exc.strerror or exc} "
+                f"({exc.filename or cell_path}). The cells stored before it are kept and the store stays "
+                f"readable; free some space (or fix the directory's permissions) and run the same command "
+                f"again: it resumes where it stopped.") from exc
         finally:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)

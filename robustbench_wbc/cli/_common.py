@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from robustbench_wbc.attacks.base import EpsError
+from robustbench_wbc.bench.store import StoreWriteError
 from robustbench_wbc.data.real import DataError, DataOptionError
 from robustbench_wbc.models.card import CardError
 from robustbench_wbc.models.hub import CheckpointError
@@ -23,7 +24,7 @@ err_console = Console(stderr=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 USAGE_ERRORS = (UnknownNameError, EpsError, DataOptionError, DataError)
-RUN_ERRORS = (CheckpointError, CardError, PluginError)
+RUN_ERRORS = (CheckpointError, CardError, PluginError, StoreWriteError)
 
 F = TypeVar("F", bound=Callable)
 
