@@ -29,7 +29,7 @@ ADDED_COLUMNS = {"ci_low": float("nan"), "ci_high": float("nan"), "forward_passe
                  "model_params": float("nan"), "v_art": "", "v_pyautoattack": ""}
 
 
-class StoreWriteError(RuntimeError):
+class StoreWriteError(OSError):
     """A cell could not be written (a full disk, a read-only directory): the run must stop."""
 
 
