@@ -7,7 +7,7 @@ OUT    ?= runs/demo
 
 REAL   ?= ../shared/data/zheng2018-dataset1
 
-.PHONY: demo real test chromium lint example-plugin clean
+.PHONY: demo real test bench chromium lint example-plugin clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ example-plugin: $(VENV)/.installed
 	$(BIN)/wbc-robust attacks list 'fgsm-ll' | grep -q fgsm-ll
 	$(BIN)/wbc-robust run --models tiny_cls --splits synth:test --attacks noise-linf,fgsm-ll --eps 8/255 --n-images 32 --out runs/example-plugin
 	$(BIN)/python -m pip uninstall -q -y wbc-example-plugin
+
+# Speed, measured side by side as ratios (ours vs torchattacks, ART, pyautoattack; data generation,
+# training, per-cell overhead, Dask vs local): every script in benchmarks/, its tables written into
+# benchmarks/README.md. About half an hour on 2 cores; `make bench QUICK=1` checks the scripts run.
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check robustbench_wbc tests attacks
