@@ -101,3 +101,16 @@ def test_current_rows_names_bf16_attacks(bench_table):
     rows = current_rows(pd.concat([t, t16], ignore_index=True))
     assert set(rows["attack"]) == set(t["attack"]) | {a + "+bf16" for a in t["attack"]}
     assert len(rows) == len(current_rows(t)) * 2  # neither hides the other
+
+
+def test_random_start_does_not_depend_on_the_memory_layout(load_tiny):
+    from robustbench_wbc.attacks.pgd import PGD, PGDL2
+
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for cls, eps in ((PGD, 8 / 255), (PGDL2, 0.5)):
+        attack = cls(load_tiny("tiny_cls"), eps)
+        starts = []
+        for layout in (torch.contiguous_format, torch.channels_last):
+            torch.manual_seed(3)
+            starts.append(attack.random_start(x.contiguous(memory_format=layout)))
+        assert torch.equal(starts[0], starts[1])

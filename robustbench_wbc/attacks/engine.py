@@ -207,8 +207,10 @@ class Attack:
 
     def random_start(self, x: torch.Tensor) -> torch.Tensor:
         """Gives a uniform draw in the L∞ ball, or a random direction at a uniform radius for L2."""
+        # drawn in the logical (NCHW) order whatever x's memory layout, so that a seed gives the same
+        # start for channels-last and contiguous images (and for fp32 and bf16 crafting)
         if self.norm == "linf":
-            return self.project(x + torch.empty_like(x).uniform_(-self.eps, self.eps), x)
-        d = torch.randn_like(x)
+            return self.project(x + torch.empty(x.shape, dtype=x.dtype, device=x.device).uniform_(-self.eps, self.eps), x)
+        d = torch.randn(x.shape, dtype=x.dtype, device=x.device)
         r = torch.rand(len(x), 1, 1, 1, device=x.device) * self.eps
         return self.project(x + _unit(d) * r, x)
