@@ -24,13 +24,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import pyautoattack
 import torch
 from pyautoattack import AutoAttack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 
 import robustbench_wbc.attacks.autoattack_backend  # noqa: F401  (registers the backend)
 from robustbench_wbc.attacks import ATTACKS, build_attack, parse_eps
@@ -40,16 +44,6 @@ from robustbench_wbc.models.networks import HeadView
 
 ATTACK_IDS = {"fast": "autoattack-fast", "standard": "autoattack"}
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_direct(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, version: str,
@@ -113,7 +107,7 @@ def main() -> None:
     td, ts = statistics.median(t_direct), statistics.median(t_suite)
 
     print(f"## AutoAttack ({a.version}) directly vs through the suite\n")
-    print(f"- machine: {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+    print(f"- machine: {_common.cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
           f"device {images.device}")
     print(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"- torch {torch.__version__}, pyautoattack {pyautoattack.__version__}")

@@ -25,6 +25,7 @@ import datetime
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
 import robustbench_wbc
 from robustbench_wbc.attacks import parse_eps
 from robustbench_wbc.bench.dask_executor import DaskExecutor
@@ -42,16 +46,6 @@ from robustbench_wbc.bench.store import ResultStore
 
 PER_RUN = ["run_id", "time_s", "finished_at"]
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame) -> str:
@@ -112,7 +106,7 @@ def main() -> None:
     assert local.ok == remote.ok == len(cells), (local.ok, remote.ok, len(cells))
 
     print(f"## Local vs Dask LocalCluster ({a.workers} workers), {len(cells)} cells\n")
-    print(f"- {datetime.date.today().isoformat()}, {os.cpu_count()} cores of {cpu_model()}, "
+    print(f"- {datetime.date.today().isoformat()}, {os.cpu_count()} cores of {_common.cpu_model()}, "
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
     print(f"- robustbench_wbc {robustbench_wbc.__version__} ({git_sha() or 'no git'}), torch {torch.__version__}, "
           f"dask/distributed {distributed.__version__}; local torch threads {torch.get_num_threads()}, "

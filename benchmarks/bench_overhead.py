@@ -39,20 +39,12 @@ import pandas as pd
 import pyarrow
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
 import robustbench_wbc
 from robustbench_wbc.bench.runner import LocalExecutor, ensure_trained, execute, git_sha, plan
 from robustbench_wbc.bench.store import ResultStore
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_rss_mb() -> float:
@@ -105,7 +97,7 @@ def main() -> None:
     cell_time = table.drop_duplicates("cell_id")["time_s"].sum()
     overhead_ms = (wall - cell_time) / a.cells * 1e3
     print(f"## Runner bookkeeping overhead, {a.cells} cells\n")
-    print(f"- {datetime.date.today().isoformat()}, {os.cpu_count()} cores of {cpu_model()}, "
+    print(f"- {datetime.date.today().isoformat()}, {os.cpu_count()} cores of {_common.cpu_model()}, "
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
     print(f"- robustbench_wbc {robustbench_wbc.__version__} ({git_sha() or 'no git'}), torch {torch.__version__}, "
           f"pandas {pd.__version__}, pyarrow {pyarrow.__version__}; torch threads {torch.get_num_threads()}")
