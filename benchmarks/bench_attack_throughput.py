@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_attack_throughput.py                 # 256 images, median of 3
     .venv/bin/python benchmarks/bench_attack_throughput.py --quick         # a smoke run: 64 images, 1 repeat
     .venv/bin/python benchmarks/bench_attack_throughput.py --zoo --out throughput.md
-    .venv/bin/python benchmarks/bench_attack_throughput.py --explore       # + prototypes of engine changes
+    .venv/bin/python benchmarks/bench_attack_throughput.py --explore       # + bare-loop variants (limits)
 
 On the same model, images (SynthWBC ``synth:test``, 64 px) and budget (eps 8/255, 10 steps of eps/4
 from a random start, batches of 64), in one process:
@@ -40,17 +40,16 @@ Repeats interleave the variants (the order rotates) and reseed before each run, 
 the same work; the median time is reported. On a machine shared with another process, ``--threads 1``
 keeps OpenMP threads from fighting it for the cores and ``--clock cpu`` times this process's CPU
 time instead of the wall clock (steadier there).
-``--explore`` adds prototypes of engine changes, measured beside the rest (the suite is not touched).
+``--explore`` adds variants of the bare loop that bound what an engine change could give: fp32 on
+channels-last, with early exit, bf16 autocast on channels-last.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -68,8 +67,6 @@ import _common  # noqa: E402
 
 from robustbench_wbc.attacks import ATTACKS, build_attack  # noqa: E402
 from robustbench_wbc.attacks.base import check_threat_model  # noqa: E402
-from robustbench_wbc.attacks.engine import linf_bounds  # noqa: E402
-from robustbench_wbc.attacks.pgd import PGD  # noqa: E402
 from robustbench_wbc.models.networks import HeadView, Normalize  # noqa: E402
 
 VARIANTS = ("ours", "ours-bf16", "torchattacks", "art", "bare")
@@ -192,68 +189,14 @@ def verdicts(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor, clean_ok
 Passes = tuple[int, int]  # the attack's forward and backward passes (images), the verdict pass not included
 
 
-def run_ours(model, images, labels, clean_ok, s: Settings, precision: str = "fp32", proto: tuple[str, ...] = ()
-             ) -> tuple[torch.Tensor, Passes]:
-    """The runner's PGD cell: only the clean-correct images of each batch are attacked.
-
-    ``proto`` names prototypes of engine changes (``--explore``; the suite's code is not touched):
-    ``nofinal``, the engine without its last forward pass (:class:`NoFinalPGD`); ``cl``, fp32
-    crafting on channels-last weights (as ``crafting()`` does for bf16), converted per batch.
-    """
+def run_ours(model, images, labels, clean_ok, s: Settings, precision: str = "fp32") -> tuple[torch.Tensor, Passes]:
+    """The runner's PGD cell: only the clean-correct images of each batch are attacked."""
     spec = ATTACKS.get("pgd").spec(s.eps, "cls", steps=s.steps, rel_stepsize=s.rel_step, random_start=True,
                                    precision=precision)
     attack = build_attack(spec, model)
-    if "nofinal" in proto:
-        params = {k: v for k, v in spec.params.items() if k != "precision"}
-        attack._fn = NoFinalPGD(attack.counter, spec.eps, target="cls", **params)
-    out = []
-    for i in range(0, len(images), s.batch):
-        with channels_last(model) if "cl" in proto else contextlib.nullcontext():
-            out.append(attack(images[i:i + s.batch], labels[i:i + s.batch], None, active=clean_ok[i:i + s.batch]))
+    out = [attack(images[i:i + s.batch], labels[i:i + s.batch], None, active=clean_ok[i:i + s.batch])
+           for i in range(0, len(images), s.batch)]
     return torch.cat(out), attack.passes
-
-
-@contextlib.contextmanager
-def channels_last(model: nn.Module):
-    """The model's weights in channels-last for the duration (then contiguous again, for the verdicts)."""
-    model.to(memory_format=torch.channels_last)
-    try:
-        yield
-    finally:
-        model.to(memory_format=torch.contiguous_format)
-
-
-class NoFinalPGD(PGD):
-    """A prototype: the engine's PGD against ``cls`` without the forward pass that scores the last iterate.
-
-    ``Attack.iterate`` runs ``steps + 1`` forward passes: the last only scores the final iterate,
-    and the runner's verdict pass then runs the same forward again. Here the images still robust
-    after the last step return their final iterate unscored (the verdict pass scores it) instead of
-    the iterate of largest margin: the same verdicts (both iterates are unfooled, or the final one
-    is fooled and then is the one kept either way), one forward pass less per image.
-    """
-
-    def iterate(self, x, y, m, start, steps, step):
-        if self.target != "cls" or self.norm != "linf":
-            return super().iterate(x, y, m, start, steps, step)
-        n = len(x)
-        xa = start.detach().clone()
-        best, best_score = x.clone(), torch.full((n,), -math.inf, device=x.device)
-        lo, hi = linf_bounds(x, self.eps)
-        alive = torch.arange(n, device=x.device)
-        for t in range(steps):
-            out, grad = self.gradient(xa[alive], y[alive], None, t / steps)
-            score = self.damage(out, y[alive], None).float()
-            better = score > best_score[alive]
-            best[alive[better]] = xa[alive[better]]
-            best_score[alive[better]] = score[better]
-            keep = score <= 0
-            alive, grad = alive[keep], grad[keep]
-            if not len(alive):
-                break
-            xa[alive] = torch.maximum(torch.minimum(step(xa[alive], grad), hi[alive]), lo[alive])
-        best[alive] = xa[alive]  # still robust: the final iterate, scored by the verdict pass
-        return best
 
 
 def run_torchattacks(model, images, labels, clean_ok, s: Settings) -> tuple[torch.Tensor, Passes]:
@@ -337,7 +280,7 @@ class Variant:
 
 
 def variants(explore: bool = False) -> dict[str, Variant]:
-    """The variants measured: the issue's five, and with ``explore`` the prototypes of engine changes."""
+    """The variants measured: the issue's five, and with ``explore`` the bare loop's variants."""
     v = {
         "ours": Variant("ours", "ours: `build_attack(pgd)`, fp32", run_ours),
         "ours-bf16": Variant("ours-bf16", "ours: `build_attack(pgd, precision=bf16)`", partial(run_ours, precision="bf16"),
@@ -348,12 +291,6 @@ def variants(explore: bool = False) -> dict[str, Variant]:
     }
     if explore:
         v.update({
-            "ours-nofinal": Variant("ours-nofinal", "proto: ours without the final forward",
-                                    partial(run_ours, proto=("nofinal",))),
-            "ours-cl": Variant("ours-cl", "proto: ours, fp32 on channels-last", partial(run_ours, proto=("cl",))),
-            "ours-nofinal-cl": Variant("ours-nofinal-cl", "proto: ours, both", partial(run_ours, proto=("nofinal", "cl"))),
-            "ours-bf16-nofinal": Variant("ours-bf16-nofinal", "proto: ours bf16 without the final forward",
-                                         partial(run_ours, precision="bf16", proto=("nofinal",)), "bf16"),
             "bare-cl": Variant("bare-cl", "bare loop, fp32 on channels-last", partial(run_bare, cl=True)),
             "bare-exit": Variant("bare-exit", "bare loop + early exit (clean-correct only)",
                                  partial(run_bare, early_exit=True)),
@@ -625,10 +562,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: the cores available)")
     p.add_argument("--variants", default="",
-                   help=f"comma-separated (default: {', '.join(VARIANTS)}, and with --explore every prototype)")
+                   help=f"comma-separated (default: {', '.join(VARIANTS)}, and with --explore the bare loop's variants)")
     p.add_argument("--explore", action="store_true",
-                   help="add prototypes of engine changes (ours without the final forward pass, ours on channels-last) "
-                        "and bare loops with them")
+                   help="add the bare loop on channels-last, with early exit, and in bf16 (what an engine change could give)")
     p.add_argument("--zoo", action="store_true", help="add the zoo's resnet10t_cls and resnet10t_cls_at (from the cache)")
     p.add_argument("--zoo-only", action="store_true", help="only the zoo's pair (no resnet18 training)")
     p.add_argument("--cache", type=Path, default=None,

@@ -93,6 +93,23 @@ def test_early_exit_keeps_the_first_adversarial_and_stops_attacking_it():
     assert moved[2].item() == pytest.approx(0.1)  # still robust: kept attacking to the budget
 
 
+def test_survivors_keep_their_last_iterate_without_a_scoring_pass():
+    """Against ``cls`` the last iterate is not scored in the loop: one forward pass per gradient, no more.
+
+    The caller's verdict pass scores it; an image fooled only by the last step is returned as that step.
+    """
+    x = torch.tensor([0.5, 0.55, 0.7]).view(3, 1, 1, 1).expand(3, 3, 4, 4).contiguous()
+    model = _Threshold(0.48)
+    seen = []
+    model.register_forward_hook(lambda mod, args, out: seen.append(len(args[0])))
+    attack = _Recorder(model, 0.1, steps=3)
+    adv = attack(x, torch.zeros(3, dtype=torch.long), None)
+    assert seen == [3, 3, 2]  # image 0 leaves after step 1; no fourth pass to score the last iterate
+    moved = (x - adv).flatten(1).amax(1)
+    assert moved.tolist() == pytest.approx([0.025, 0.075, 0.075])  # images 1 and 2: their last iterate
+    assert model(adv)["logits"].argmax(1).tolist() == [1, 1, 0]  # image 1 falls at the last step
+
+
 def test_built_attack_attacks_only_active_images_and_counts_passes(load_tiny, data):
     model = load_tiny("tiny_cls")
     attack = build_attack(ATTACKS.get("pgd").spec(8 / 255, "cls"), model)
@@ -102,7 +119,7 @@ def test_built_attack_attacks_only_active_images_and_counts_passes(load_tiny, da
     adv = attack(data.images, data.labels, None, active)
     assert torch.equal(adv[10:], data.images[10:])
     fwd, bwd = attack.passes
-    assert 0 < bwd <= fwd <= 10 * 11  # at most steps + 1 forward per active image, each backward after a forward
+    assert 0 < bwd == fwd <= 10 * 10  # a forward and a backward pass per step, for active images only
 
 
 def test_pgd_early_exit_costs_less_than_torchattacks_at_equal_strength(load_tiny, data):

@@ -12,7 +12,8 @@ An engine attack sees the whole model (a dict of heads) and climbs one of three 
 
 Evaluation semantics follow AutoAttack's: against ``cls`` an image leaves the attack the moment it
 is misclassified, and that first adversarial is what is returned (it is never undone by a later
-step); images still robust keep being attacked, and the iterate with the largest margin is kept.
+step); images still robust are attacked to the last step and return their last iterate (as
+torchattacks' PGD does), which the caller's verdict pass scores: the loop spends no forward pass on it.
 Against ``seg`` and ``joint`` every image runs every step and the most damaging iterate is kept
 (lowest mean Dice; for ``joint``, a misclassification first, then the lowest Dice).
 """
@@ -166,7 +167,10 @@ class Attack:
 
         ``step(x_adv, grad) -> x_adv`` moves the still-active images; the loop projects the result
         onto the ball and [0, 1] (the L∞ bounds computed once). Against ``cls``, an image is
-        dropped once misclassified and its first adversarial kept.
+        dropped once misclassified and its first adversarial kept; an image never misclassified
+        keeps its last iterate, which is not scored here (the caller's fp32 verdict pass scores
+        it: a forward pass per surviving image saved). Against ``seg`` and ``joint`` every iterate
+        is scored and each image keeps its most damaging one.
         """
         n = len(x)
         xa = start.detach().clone()
@@ -177,6 +181,9 @@ class Attack:
             if not len(alive):
                 break
             last = t == steps
+            if last and self.target == "cls":
+                best[alive] = xa[alive]
+                break
             ms = None if m is None else m[alive]
             out, grad = self.gradient(xa[alive], y[alive], ms, t / max(steps, 1), need_grad=not last)
             score = self.damage(out, y[alive], ms).float()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,6 +48,8 @@ class TimmEncoder(nn.Module):
 
     def __init__(self, name: str, **kwargs) -> None:
         super().__init__()
+        import timm  # imported here, not when the suite starts: it pulls in torchvision and huggingface_hub
+
         self.body = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
         self.channels: list[int] = self.body.feature_info.channels()
         self.reductions: list[int] = self.body.feature_info.reduction()
