@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_attack_throughput.py                 # 256 images, median of 3
     .venv/bin/python benchmarks/bench_attack_throughput.py --quick         # a smoke run: 64 images, 1 repeat
     .venv/bin/python benchmarks/bench_attack_throughput.py --zoo --out throughput.md
-    .venv/bin/python benchmarks/bench_attack_throughput.py --explore       # + bare-loop variants (limits)
+    .venv/bin/python benchmarks/bench_attack_throughput.py --explore       # + ours unfolded, bare-loop variants
 
 On the same model, images (SynthWBC ``synth:test``, 64 px) and budget (eps 8/255, 10 steps of eps/4
 from a random start, batches of 64), in one process:
@@ -40,8 +40,9 @@ Repeats interleave the variants (the order rotates) and reseed before each run, 
 the same work; the median time is reported. On a machine shared with another process, ``--threads 1``
 keeps OpenMP threads from fighting it for the cores and ``--clock cpu`` times this process's CPU
 time instead of the wall clock (steadier there).
-``--explore`` adds variants of the bare loop that bound what an engine change could give: fp32 on
-channels-last, with early exit, bf16 autocast on channels-last.
+``--explore`` adds the suite's cell crafting on the model itself (BatchNorm not folded: what folding
+gives) and variants of the bare loop: fp32 on channels-last, with early exit, bf16 autocast on
+channels-last.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from robustbench_wbc.attacks import ATTACKS, build_attack  # noqa: E402
+from robustbench_wbc.attacks import ATTACKS, build_attack, fusion  # noqa: E402
 from robustbench_wbc.attacks.base import check_threat_model  # noqa: E402
+from robustbench_wbc.bench.runner import attack_images  # noqa: E402
 from robustbench_wbc.models.networks import HeadView, Normalize  # noqa: E402
 
 VARIANTS = ("ours", "ours-bf16", "torchattacks", "art", "bare")
@@ -189,14 +191,20 @@ def verdicts(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor, clean_ok
 Passes = tuple[int, int]  # the attack's forward and backward passes (images), the verdict pass not included
 
 
-def run_ours(model, images, labels, clean_ok, s: Settings, precision: str = "fp32") -> tuple[torch.Tensor, Passes]:
-    """The runner's PGD cell: only the clean-correct images of each batch are attacked."""
+def run_ours(model, images, labels, clean_ok, s: Settings, precision: str = "fp32", fold: bool = True
+             ) -> tuple[torch.Tensor, Passes]:
+    """The runner's PGD cell: only the clean-correct images are attacked, in the runner's chunks, passes of ``batch``.
+
+    ``fold=False``: crafting on the model itself, not on its BatchNorm-folded copy (``attacks/fusion.py``).
+    """
     spec = ATTACKS.get("pgd").spec(s.eps, "cls", steps=s.steps, rel_stepsize=s.rel_step, random_start=True,
                                    precision=precision)
     attack = build_attack(spec, model)
-    out = [attack(images[i:i + s.batch], labels[i:i + s.batch], None, active=clean_ok[i:i + s.batch])
-           for i in range(0, len(images), s.batch)]
-    return torch.cat(out), attack.passes
+    enabled, fusion.ENABLED = fusion.ENABLED, fold
+    try:
+        return attack_images(attack, images, labels, None, clean_ok, batch_size=s.batch), attack.passes
+    finally:
+        fusion.ENABLED = enabled
 
 
 def run_torchattacks(model, images, labels, clean_ok, s: Settings) -> tuple[torch.Tensor, Passes]:
@@ -280,7 +288,7 @@ class Variant:
 
 
 def variants(explore: bool = False) -> dict[str, Variant]:
-    """The variants measured: the issue's five, and with ``explore`` the bare loop's variants."""
+    """The variants measured: the issue's five, and with ``explore`` ours unfolded and the bare loop's variants."""
     v = {
         "ours": Variant("ours", "ours: `build_attack(pgd)`, fp32", run_ours),
         "ours-bf16": Variant("ours-bf16", "ours: `build_attack(pgd, precision=bf16)`", partial(run_ours, precision="bf16"),
@@ -291,6 +299,7 @@ def variants(explore: bool = False) -> dict[str, Variant]:
     }
     if explore:
         v.update({
+            "ours-unfolded": Variant("ours-unfolded", "ours, fp32, BatchNorm not folded", partial(run_ours, fold=False)),
             "bare-cl": Variant("bare-cl", "bare loop, fp32 on channels-last", partial(run_bare, cl=True)),
             "bare-exit": Variant("bare-exit", "bare loop + early exit (clean-correct only)",
                                  partial(run_bare, early_exit=True)),
@@ -562,9 +571,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: the cores available)")
     p.add_argument("--variants", default="",
-                   help=f"comma-separated (default: {', '.join(VARIANTS)}, and with --explore the bare loop's variants)")
+                   help=f"comma-separated (default: {', '.join(VARIANTS)}; --explore adds more)")
     p.add_argument("--explore", action="store_true",
-                   help="add the bare loop on channels-last, with early exit, and in bf16 (what an engine change could give)")
+                   help="add ours without BatchNorm folding, and the bare loop on channels-last, with early exit, in bf16")
     p.add_argument("--zoo", action="store_true", help="add the zoo's resnet10t_cls and resnet10t_cls_at (from the cache)")
     p.add_argument("--zoo-only", action="store_true", help="only the zoo's pair (no resnet18 training)")
     p.add_argument("--cache", type=Path, default=None,

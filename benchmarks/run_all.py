@@ -28,6 +28,8 @@ BENCHMARKS = {
                         ["--version", "fast", "--n-images", "16", "--repeats", "1"]),
     "synth": ("bench_synth.py", [], ["--n", "512", "--repeats", "1"]),
     "training": ("bench_training.py", [], ["--steps", "2", "--repeats", "1", "--models", "resnet10t_cls"]),
+    "batch_size": ("bench_batch_size.py", [], ["--models", "resnet10t_cls", "--sizes", "32,128", "--n-images", "64",
+                                               "--repeats", "1"]),
     "overhead": ("bench_overhead.py", [], ["--cells", "300"]),
     "dask": ("bench_dask.py", [], ["--quick"]),
 }

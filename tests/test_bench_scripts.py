@@ -127,3 +127,18 @@ def test_trained_pair_is_cached(tmp_path, monkeypatch):
     for a, b in ((std, std2), (at, at2)):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not std2.training and not at2.training
+
+
+def test_batch_size_bench_runs_the_runners_cell_and_restores_the_default(tiny_cards):
+    """Each batch size runs the runner's own cell; the numbers barely move across sizes; the default comes back."""
+    import bench_batch_size as bbs
+
+    from robustbench_wbc.bench import runner
+
+    default = runner.BATCH_SIZE
+    rows = bbs.measure("tiny_multitask", [3, 8], n_images=8, repeats=2)
+    assert runner.BATCH_SIZE == default
+    assert {r[1] for r in rows} == {"cls", "seg", "joint"} and len(rows) == 6
+    assert [r[2] for r in rows[:2]] == ["3", "8"]
+    assert all(0 <= float(r[-1]) < 0.1 for r in rows), rows  # the batch size changes the numbers by float rounding only
+    assert all(float(r[3]) > 0 for r in rows) and sum(r[6] == "fastest" for r in rows) == 3

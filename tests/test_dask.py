@@ -134,7 +134,8 @@ def test_cells_start_largest_first(cluster, tmp_path):
     costs = {c.id: c.cost() for c in cells}
     table = table.assign(started=started, cost=table["cell_id"].map(costs))
     assert table["cost"].nunique() == 3
-    assert table.loc[table["attack"] == "none", "started"].min() >= table.loc[table["attack"] == "pgd", "started"].max()
+    assert table.loc[table["attack"] == "none", "started"].min() >= table.loc[table["attack"] == "pgd", "started"].max(), \
+        table.sort_values("started")[["attack", "eps", "split", "started", "time_s", "finished_at"]].to_string()
 
 
 def test_a_killed_worker_costs_no_cell_and_stores_none_twice(cluster, tmp_path):

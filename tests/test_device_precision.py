@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import cli_text
 
-from robustbench_wbc.attacks import ATTACKS, build_attack
+from robustbench_wbc.attacks import ATTACKS, build_attack, fusion
 from robustbench_wbc.attacks.base import derive_attack
 from robustbench_wbc.bench.runner import plan
 from robustbench_wbc.cli import app
@@ -53,21 +53,32 @@ def _robust(model, data, spec):
         return model(adv)["logits"].argmax(1) == data.labels, adv
 
 
-def test_bf16_crafting_is_checked_restores_the_model_and_agrees_with_fp32(load_tiny, data):
+@pytest.mark.parametrize("fold", [True, False], ids=["batchnorm-folded", "model-itself"])
+def test_bf16_crafting_is_checked_restores_the_model_and_agrees_with_fp32(load_tiny, data, fold, monkeypatch):
+    monkeypatch.setattr(fusion, "ENABLED", fold)
     model = load_tiny("tiny_cls")
     params = {k: v.clone() for k, v in model.state_dict().items()}
     spec32 = ATTACKS.get("pgd").spec(8 / 255, "cls")
     spec16 = ATTACKS.get("pgd").spec(8 / 255, "cls", precision="bf16")
     ok32, _ = _robust(model, data, spec32)
-    seen = []
-    hook = model.register_forward_pre_hook(lambda m, args: seen.append(
-        (torch.is_autocast_enabled("cpu"), args[0].is_contiguous(memory_format=torch.channels_last))))
+    # the attack's passes go through the BatchNorm-folded copy (made by the fp32 attack, cached) or the model
+    crafter = fusion.crafting_copy(model.eval(), data.images) if fold else model
+    assert (crafter is not model) == fold
+    seen, verdicts = [], []
+    hooks = [crafter.register_forward_pre_hook(lambda m, args: seen.append(
+        (torch.is_autocast_enabled("cpu"), args[0].is_contiguous(memory_format=torch.channels_last))))]
+    if fold:
+        hooks.append(model.register_forward_pre_hook(lambda m, args: verdicts.append(torch.is_autocast_enabled("cpu"))))
     try:
         ok16, adv16 = _robust(model, data, spec16)
     finally:
-        hook.remove()
+        for h in hooks:
+            h.remove()
     # the attack's own passes ran under bf16 autocast on channels-last inputs; the verdict pass after it did not
-    assert seen[0] == (True, True) and not seen[-1][0] and all(s == (True, True) for s in seen[:-1])
+    if fold:
+        assert seen and all(s == (True, True) for s in seen) and verdicts == [False]
+    else:
+        assert seen[0] == (True, True) and not seen[-1][0] and all(s == (True, True) for s in seen[:-1])
     # the model comes back as it was: same weights, same (contiguous) layout
     for k, v in model.state_dict().items():
         assert torch.equal(v, params[k]) and v.is_contiguous()

@@ -30,6 +30,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from robustbench_wbc.attacks.fusion import crafting_copy
 from robustbench_wbc.device import model_device
 from robustbench_wbc.models.networks import HeadView
 from robustbench_wbc.registry import Registry
@@ -344,13 +345,17 @@ def crafting(model: nn.Module, precision: str, device: torch.device, channels_la
         return
     model.to(memory_format=torch.channels_last)
     try:
-        if precision == "bf16":
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                yield
-        else:
+        with autocast(precision, device):
             yield
     finally:
         model.to(memory_format=torch.contiguous_format)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast for ``bf16``, nothing for ``fp32``."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -367,6 +372,11 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         for p, g in grads:
             p.requires_grad_(g)
         model.train(mode)
+
+
+# a chunked engine attack takes up to this many batches per call, within this many bytes per image tensor
+CHUNK_BATCHES = 4
+CHUNK_BYTES = 64 * 2**20
 
 
 class BuiltAttack:
@@ -398,9 +408,24 @@ class BuiltAttack:
         """Gives (forward, backward) images counted so far."""
         return self.counter.forward_images, self.counter.backward_images
 
+    def chunk_size(self, batch_size: int, image_bytes: int) -> int:
+        """Gives how many images one call should take, for passes of ``batch_size`` images.
+
+        An engine attack that computes in pieces (``chunked``: FGSM, PGD) takes up to
+        ``CHUNK_BATCHES`` batches at once, as many as fit ``CHUNK_BYTES`` per image tensor
+        (``image_bytes`` each): with early exit its passes stay full batches where per-batch calls
+        would shrink to a few images. Any other attack takes one batch.
+        """
+        if not getattr(self._fn, "chunked", False):
+            return batch_size
+        return max(batch_size, min(batch_size * CHUNK_BATCHES, CHUNK_BYTES // max(1, image_bytes)))
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None,
-                 active: torch.Tensor | None = None) -> torch.Tensor:
+                 active: torch.Tensor | None = None, batch_size: int | None = None) -> torch.Tensor:
+        """Gives the adversarial images; ``batch_size`` caps the images per pass of an engine attack."""
         spec = self.spec
+        if self.entry.engine:
+            self._fn.batch_size = batch_size
         if spec.target in ("seg", "joint") and masks is None:
             raise ValueError(f"attack {spec.name!r} targets the masks ({spec.target}), but the split has none")
         if spec.eps == 0:
@@ -416,11 +441,19 @@ class BuiltAttack:
             channels_last = self.entry.engine or self.precision == "bf16"
             if channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with frozen(self.counter.model), crafting(self.counter.model, self.precision, x.device, channels_last):
-                if self.entry.engine:
-                    out = self._fn(x, y, m)
-                else:
-                    out = self._fn(x, y if spec.target == "cls" else m)
+            model = self.counter.model
+            with frozen(model):
+                # the engine crafts through a copy with BatchNorm folded (channels-last already) where it
+                # reproduces the model (fusion.py); the verdicts are the model's own
+                copy = crafting_copy(model, x) if self.entry.engine else None
+                layout = autocast(self.precision, x.device) if copy is not None else \
+                    crafting(model, self.precision, x.device, channels_last)
+                self.counter.model = copy if copy is not None else model
+                try:
+                    with layout:
+                        out = self._fn(x, y, m) if self.entry.engine else self._fn(x, y if spec.target == "cls" else m)
+                finally:
+                    self.counter.model = model
             check_threat_model(x, out, spec.norm, spec.eps)
             adv[idx] = out.detach().to(device=adv.device, dtype=adv.dtype)
         return adv

@@ -118,6 +118,11 @@ class Attack:
 
     norm = "linf"
     targets: tuple[str, ...] = ("cls", "seg", "joint")
+    # True where perturb runs through :meth:`iterate`, which computes in pieces of ``batch_size``
+    # images: such an attack may be handed several batches at once, and the early exit then keeps
+    # its pieces full (images leaving are replaced by the next batch's) instead of shrinking them
+    chunked = False
+    batch_size: int | None = None  # the most images per forward/backward pass (None: all at once)
 
     def __init__(self, model: nn.Module, eps: float, target: str = "cls", seg_loss: str = "ce") -> None:
         if target not in self.targets:
@@ -160,13 +165,25 @@ class Attack:
             return seg
         return (out["logits"].argmax(1) != y).float() * 2 + seg  # a misclassification outranks any Dice
 
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None, progress: float = 0.0,
+                 need_grad: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """:meth:`gradient` in pieces of at most ``batch_size`` images, concatenated."""
+        b = self.batch_size
+        if not b or len(x) <= b:
+            return self.gradient(x, y, m, progress, need_grad)
+        parts = [self.gradient(x[i:i + b], y[i:i + b], None if m is None else m[i:i + b], progress, need_grad)
+                 for i in range(0, len(x), b)]
+        out = {k: torch.cat([o[k] for o, _ in parts]) for k in parts[0][0]}
+        return out, torch.cat([g for _, g in parts]) if need_grad else None
+
     # --- the loop ---------------------------------------------------------------------------------
     def iterate(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None, start: torch.Tensor,
                 steps: int, step) -> torch.Tensor:
         """Runs ``steps`` gradient steps from ``start``; gives each image's best iterate.
 
         ``step(x_adv, grad) -> x_adv`` moves the still-active images; the loop projects the result
-        onto the ball and [0, 1] (the L∞ bounds computed once). Against ``cls``, an image is
+        onto the ball and [0, 1] (the L∞ bounds computed once). The model sees the active images in
+        pieces of at most ``batch_size`` (:meth:`evaluate`). Against ``cls``, an image is
         dropped once misclassified and its first adversarial kept; an image never misclassified
         keeps its last iterate, which is not scored here (the caller's fp32 verdict pass scores
         it: a forward pass per surviving image saved). Against ``seg`` and ``joint`` every iterate
@@ -185,7 +202,7 @@ class Attack:
                 best[alive] = xa[alive]
                 break
             ms = None if m is None else m[alive]
-            out, grad = self.gradient(xa[alive], y[alive], ms, t / max(steps, 1), need_grad=not last)
+            out, grad = self.evaluate(xa[alive], y[alive], ms, t / max(steps, 1), need_grad=not last)
             score = self.damage(out, y[alive], ms).float()
             better = score > best_score[alive]
             best[alive[better]] = xa[alive[better]]

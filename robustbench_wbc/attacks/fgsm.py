@@ -16,5 +16,7 @@ from robustbench_wbc.attacks.engine import Attack
 class FGSM(Attack):
     """FGSM (Goodfellow et al. 2015): one signed-gradient step of size eps."""
 
+    chunked = True  # runs through iterate
+
     def perturb(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
         return self.iterate(x, y, m, x, 1, lambda xa, g: xa + self.eps * g.sign())

@@ -16,6 +16,8 @@ from robustbench_wbc.attacks.engine import Attack, _unit
 
 
 class _PGD(Attack):
+    chunked = True  # runs through iterate
+
     def __init__(self, model, eps: float, target: str = "cls", steps: int = 10, rel_stepsize: float = 0.25,
                  random_start: bool = True, seg_loss: str = "segpgd") -> None:
         super().__init__(model, eps, target, seg_loss)

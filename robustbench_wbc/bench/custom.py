@@ -46,11 +46,14 @@ class HeadDict(nn.Module):
     def __init__(self, model: nn.Module, heads: Sequence[str] = ("logits",)) -> None:
         super().__init__()
         self.model, self.heads = model, tuple(heads)
+        self.tensor_out: bool | None = None  # whether the model returns a bare tensor, seen on the first call
         self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.model(x)
-        if isinstance(out, torch.Tensor):
+        if self.tensor_out is None:  # a plain bool afterwards, so that torch.fx can trace this (attacks/fusion.py)
+            self.tensor_out = isinstance(out, torch.Tensor)
+        if self.tensor_out:
             return {"logits": out}
         return {k: out[k] for k in self.heads}
 

@@ -227,7 +227,11 @@ class DaskExecutor:
             # processes with one thread each: torch and the attack libraries are not safe to share a model across
             # threads; the nanny passes the environment (the model cache) to each worker process it starts, which
             # imports this module (torch, the attack libraries) as it starts rather than on its first cell
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}), _environ_kept():
+            # worker-saturation 1.0: a worker holds one cell at a time, so the queue stays at the scheduler, in
+            # priority order (with Dask's default 1.1 a busy worker can hold a large cell while an idle one takes
+            # a smaller)
+            config = {"distributed.nanny.pre-spawn-environ": pre_spawn, "distributed.scheduler.worker-saturation": 1.0}
+            with dask.config.set(config), _environ_kept():
                 self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                             host="127.0.0.1", dashboard_address=None, preload=[__name__],
                                             env={**self.setup.env, "DASK_LOGGING__DISTRIBUTED": level.lower()})

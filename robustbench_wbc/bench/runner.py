@@ -15,7 +15,7 @@ from typing import Protocol
 import pandas as pd
 import torch
 
-from robustbench_wbc.attacks.base import ATTACKS, ThreatModelViolation, build_attack, perturbation_norms
+from robustbench_wbc.attacks.base import ATTACKS, BuiltAttack, ThreatModelViolation, build_attack, perturbation_norms
 from robustbench_wbc.bench.batching import map_batches
 from robustbench_wbc.bench.cells import CLEAN, Cell
 from robustbench_wbc.bench.diagnostics import CHECK_IMAGES, model_checks
@@ -207,6 +207,23 @@ def evaluate_cell(cell: Cell, ctx: Context) -> CellResult:
     return CellResult(cell, "ok", rows, pd.DataFrame({k: v.numpy() for k, v in samples.items()}))
 
 
+def attack_images(attack: BuiltAttack, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None,
+                  active: torch.Tensor, batch_size: int | None = None, what: str = "attack") -> torch.Tensor:
+    """Gives the adversarial images of a split, attacked in chunks (:meth:`BuiltAttack.chunk_size`).
+
+    Passes of at most ``batch_size`` images (default :data:`BATCH_SIZE`); a chunk that runs out of
+    memory is halved and retried, and its passes shrink with it (:func:`map_batches`).
+    """
+    batch_size = batch_size or BATCH_SIZE
+    chunk = attack.chunk_size(batch_size, images[:1].nelement() * images.element_size())
+
+    def run(start: int, stop: int) -> torch.Tensor:
+        return attack(images[start:stop], labels[start:stop], None if masks is None else masks[start:stop],
+                      active[start:stop], batch_size=min(batch_size, stop - start))
+
+    return torch.cat(map_batches(run, len(images), chunk, what))
+
+
 def _attack_metrics(cell, model, data, clean, samples) -> tuple[dict[str, Measure], dict[str, int]]:
     """Attacks the split and scores the adversarials; gives the metrics and the passes it cost.
 
@@ -220,11 +237,7 @@ def _attack_metrics(cell, model, data, clean, samples) -> tuple[dict[str, Measur
     active = clean_ok if cell.target == "cls" else torch.ones(len(data), dtype=torch.bool)
     masks = data.masks
 
-    def batch(start: int, stop: int) -> torch.Tensor:  # halved and retried if it runs out of memory
-        return attack(data.images[start:stop], data.labels[start:stop],
-                      None if masks is None else masks[start:stop], active[start:stop])
-
-    adv_images = torch.cat(map_batches(batch, len(data), BATCH_SIZE, f"{cell.attack} on {cell.model}"))
+    adv_images = attack_images(attack, data.images, data.labels, masks, active, what=f"{cell.attack} on {cell.model}")
     adv = _predict(model, adv_images)
     # the verdicts are checked as the clean outputs are: a model that breaks on adversarial inputs fails the cell
     if set(adv) != set(clean):
