@@ -23,7 +23,7 @@ START, END = "<!-- make-bench:start -->", "<!-- make-bench:end -->"
 
 # name → (script, full arguments, quick arguments)
 BENCHMARKS = {
-    "attack_throughput": ("bench_attack_throughput.py", [], ["--quick"]),
+    "attack_throughput": ("bench_attack_throughput.py", ["--zoo", "--explore"], ["--quick"]),
     "autoattack_cost": ("bench_autoattack_cost.py", ["--version", "standard", "--n-images", "64", "--repeats", "3"],
                         ["--version", "fast", "--n-images", "16", "--repeats", "1"]),
     "synth": ("bench_synth.py", [], ["--n", "512", "--repeats", "1"]),
@@ -31,7 +31,7 @@ BENCHMARKS = {
     "batch_size": ("bench_batch_size.py", [], ["--models", "resnet10t_cls", "--sizes", "32,128", "--n-images", "64",
                                                "--repeats", "1"]),
     "overhead": ("bench_overhead.py", [], ["--cells", "300"]),
-    "dask": ("bench_dask.py", [], ["--quick"]),
+    "dask": ("bench_dask.py", ["--models", "resnet10t_cls,resnet10t_multitask", "--n-images", "256"], ["--n-images", "16"]),
 }
 
 

@@ -53,32 +53,24 @@ def _robust(model, data, spec):
         return model(adv)["logits"].argmax(1) == data.labels, adv
 
 
-@pytest.mark.parametrize("fold", [True, False], ids=["batchnorm-folded", "model-itself"])
+@pytest.mark.parametrize("fold", [True, False], ids=["folding-on", "folding-off"])
 def test_bf16_crafting_is_checked_restores_the_model_and_agrees_with_fp32(load_tiny, data, fold, monkeypatch):
+    """bf16 crafts on the model itself, BatchNorm not folded (folded weights round worse in bf16: fusion.py)."""
     monkeypatch.setattr(fusion, "ENABLED", fold)
     model = load_tiny("tiny_cls")
     params = {k: v.clone() for k, v in model.state_dict().items()}
     spec32 = ATTACKS.get("pgd").spec(8 / 255, "cls")
     spec16 = ATTACKS.get("pgd").spec(8 / 255, "cls", precision="bf16")
     ok32, _ = _robust(model, data, spec32)
-    # the attack's passes go through the BatchNorm-folded copy (made by the fp32 attack, cached) or the model
-    crafter = fusion.crafting_copy(model.eval(), data.images) if fold else model
-    assert (crafter is not model) == fold
-    seen, verdicts = [], []
-    hooks = [crafter.register_forward_pre_hook(lambda m, args: seen.append(
-        (torch.is_autocast_enabled("cpu"), args[0].is_contiguous(memory_format=torch.channels_last))))]
-    if fold:
-        hooks.append(model.register_forward_pre_hook(lambda m, args: verdicts.append(torch.is_autocast_enabled("cpu"))))
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args: seen.append(
+        (torch.is_autocast_enabled("cpu"), args[0].is_contiguous(memory_format=torch.channels_last))))
     try:
         ok16, adv16 = _robust(model, data, spec16)
     finally:
-        for h in hooks:
-            h.remove()
+        hook.remove()
     # the attack's own passes ran under bf16 autocast on channels-last inputs; the verdict pass after it did not
-    if fold:
-        assert seen and all(s == (True, True) for s in seen) and verdicts == [False]
-    else:
-        assert seen[0] == (True, True) and not seen[-1][0] and all(s == (True, True) for s in seen[:-1])
+    assert seen[0] == (True, True) and not seen[-1][0] and all(s == (True, True) for s in seen[:-1])
     # the model comes back as it was: same weights, same (contiguous) layout
     for k, v in model.state_dict().items():
         assert torch.equal(v, params[k]) and v.is_contiguous()
