@@ -48,7 +48,8 @@ def run_one(name: str, quick: bool, timeout: float) -> str:
     if p.returncode != 0:
         tail = "\n".join((p.stdout + p.stderr).strip().splitlines()[-15:])
         return f"### {name}\n\n_`{shown}` failed (exit {p.returncode}):_\n\n```\n{tail}\n```\n"
-    return f"### {name}\n\n`{shown}` ({took:.0f} s)\n\n{p.stdout.strip()}\n"
+    body = "\n".join("#### " + line[3:] if line.startswith("## ") else line for line in p.stdout.strip().splitlines())
+    return f"### {name}\n\n`{shown}` ({took:.0f} s)\n\n{body}\n"
 
 
 def write_section(readme: Path, body: str) -> None:
