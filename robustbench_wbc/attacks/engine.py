@@ -119,8 +119,8 @@ class Attack:
     norm = "linf"
     targets: tuple[str, ...] = ("cls", "seg", "joint")
     # True where perturb runs through :meth:`iterate`, which computes in pieces of ``batch_size``
-    # images: such an attack may be handed several batches at once, and the early exit then keeps
-    # its pieces full (images leaving are replaced by the next batch's) instead of shrinking them
+    # images: such an attack may be handed several batches at once, and its passes then draw on all
+    # the images still active, so they stay full as early exit removes images
     chunked = False
     batch_size: int | None = None  # the most images per forward/backward pass (None: all at once)
 
