@@ -425,6 +425,13 @@ class ModelResult:
             return None
         return self.results[name].image_steps_per_s / self.results["torchattacks"].image_steps_per_s
 
+    def ratio_range(self, name: str) -> tuple[float, float] | None:
+        """The lowest and highest × torchattacks over the repeats, each repeat's pair of times taken together."""
+        if "torchattacks" not in self.results or name not in self.results:
+            return None
+        pairs = [ta / t for ta, t in zip(self.results["torchattacks"].times, self.results[name].times) if t > 0]
+        return (min(pairs), max(pairs)) if pairs else None
+
     def work_ratio(self, name: str) -> float | None:
         """torchattacks' work ÷ this variant's: its × torchattacks at torchattacks' speed per pass."""
         if "torchattacks" not in self.results or name not in self.results or not self.results[name].work:
@@ -505,9 +512,12 @@ def table_rows(models: list[ModelResult], peak_fp32: float) -> list[list[str]]:
     for m in models:
         roof = peak_fp32 / m.gflop_step if m.gflop_step else 0.0
         for k, r in m.results.items():
-            ratio, work = m.ratio(k), m.work_ratio(k)
+            ratio, work, span = m.ratio(k), m.work_ratio(k), m.ratio_range(k)
+            shown = "–" if ratio is None else f"{ratio:.2f}"
+            if ratio is not None and span is not None and len(r.times) > 1 and k != "torchattacks":
+                shown += f" ({span[0]:.2f}–{span[1]:.2f})"
             rows.append([m.name, r.variant.label, f"{r.median:.2f}", f"{r.image_steps_per_s:.0f}",
-                         "–" if ratio is None else f"{ratio:.2f}", f"{r.passes[0]}/{r.passes[1]}",
+                         shown, f"{r.passes[0]}/{r.passes[1]}",
                          "–" if work is None else f"{work:.2f}", _pct(r.image_steps_per_s / roof if roof else None, 0),
                          _pct(r.robust_accuracy), "–" if k == "ours" else _pct(m.verdict_diff(k)),
                          f"{r.spread:.0%}", goal_text(m, k)])
@@ -552,7 +562,9 @@ def render(models: list[ModelResult], s: Settings, n_images: int, repeats: int, 
     lines += [f"- {n}" for n in notes]
     lines += ["", _common.markdown_table(HEADERS, table_rows(models, limits["fp32"]), "ll" + "r" * 9 + "l"), "",
               "image-steps/s = images × steps / time (nominal work: the suite attacks only clean-correct images "
-              "and drops each once fooled, so it can pass the roofline); × torchattacks: the ratio of throughputs; "
+              "and drops each once fooled, so it can pass the roofline); × torchattacks: the ratio of throughputs "
+              "(of the medians; in brackets the lowest and highest over the repeats, each repeat's two times "
+              "taken together); "
               "passes: the attack's forward and backward passes (images; counted by the suite for ours, nominal for "
               "the libraries); work ratio: torchattacks' passes ÷ the variant's, the verdict pass included and a "
               "backward counted as a forward (equal FLOPs): the × torchattacks the variant reaches at torchattacks' "

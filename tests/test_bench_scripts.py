@@ -142,3 +142,13 @@ def test_batch_size_bench_runs_the_runners_cell_and_restores_the_default(tiny_ca
     assert [r[2] for r in rows[:2]] == ["3", "8"]
     assert all(0 <= float(r[-1]) < 0.1 for r in rows), rows  # the batch size changes the numbers by float rounding only
     assert all(float(r[3]) > 0 for r in rows) and sum(r[6] == "fastest" for r in rows) == 3
+
+
+def test_ratio_range_pairs_the_repeats():
+    """× torchattacks per repeat: each repeat's torchattacks time over the variant's, lowest and highest."""
+    v = bat.Variant("x", "x", None)
+    res = {"torchattacks": bat.VariantResult(v, [4.0, 6.0, 5.0], torch.ones(2, dtype=torch.bool), 2, 10),
+           "ours": bat.VariantResult(v, [2.0, 2.0, 2.5], torch.ones(2, dtype=torch.bool), 2, 10)}
+    m = bat.ModelResult("m", "standard", torch.ones(2, dtype=torch.bool), res, 1.0, 2.0, None)
+    assert m.ratio_range("ours") == (2.0, 3.0) and m.ratio("ours") == pytest.approx(5.0 / 2.0)
+    assert m.ratio_range("art") is None
