@@ -109,6 +109,13 @@ class Timing:
         return (max(self.times) - min(self.times)) / self.median if self.median > 0 else 0.0
 
 
+def rotated(items: Sequence[Any], r: int) -> list[Any]:
+    """Gives ``items`` rotated left by ``r``: repeat ``r``'s order, so that no item always runs first."""
+    items = list(items)
+    k = r % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
 def reseed(seed: int) -> None:
     """Seeds torch's and numpy's global generators (ART draws its random starts from numpy's)."""
     torch.manual_seed(seed)

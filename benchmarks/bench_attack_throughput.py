@@ -469,7 +469,7 @@ def measure_model(name: str, role: str, model: nn.Module, images: torch.Tensor, 
     robust: dict[str, torch.Tensor] = {}
     passes: dict[str, Passes] = {}
     for r in range(repeats):
-        for k in names[r % len(names):] + names[:r % len(names)]:  # rotate: no variant always runs first
+        for k in _common.rotated(names, r):  # no variant always runs first
             _common.reseed(s.seed)
             t0 = now()
             adv, passes[k] = chosen[k].fn(model, images, labels, clean_ok, s)

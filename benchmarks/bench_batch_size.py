@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
@@ -50,9 +52,9 @@ def measure(model_id: str, sizes: list[int], n_images: int, repeats: int, eps: f
                 continue
             steps = cell.params.get("steps", 1)
             times: dict[int, list[float]] = {b: [] for b in sizes}
-            outcomes: dict[int, tuple] = {}
+            outcomes: dict[int, pd.Series] = {}  # metric -> value, per batch size
             for r in range(repeats):
-                for b in sizes[r % len(sizes):] + sizes[:r % len(sizes)]:
+                for b in _common.rotated(sizes, r):
                     runner.BATCH_SIZE = b
                     t0 = time.perf_counter()
                     res = evaluate_cell(cell, ctx)

@@ -51,6 +51,7 @@ def test_markdown_table_and_timer():
     t = _common.timed(lambda: torch.rand(1).item(), repeats=3, warmup=1, seed=5)
     assert len(t.times) == 3 and t.median >= 0
     assert t.result == _common.timed(lambda: torch.rand(1).item(), repeats=1, seed=5).result  # reseeded
+    assert _common.rotated("abc", 0) == ["a", "b", "c"] and _common.rotated("abc", 4) == ["b", "c", "a"]
     lines = _common.machine_lines(("torch",))
     assert lines[0].startswith("- machine:") and f"torch {torch.__version__.split('+')[0]}" in lines[2]
 
