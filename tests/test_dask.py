@@ -122,20 +122,25 @@ def test_a_task_that_fails_on_the_worker_becomes_a_failed_row(cluster, tmp_path)
 
 
 def test_cells_start_largest_first(cluster, tmp_path):
-    """The clean cells (one pass) start only after every PGD cell (ten steps) has started, though ``execute``
-    lists each model's clean cell first."""
+    """Every PGD cell (ten steps) starts on a worker before any FGSM cell (one step), and every FGSM cell before
+    any clean cell, though ``execute`` lists each model's clean cell first: start times as the scheduler's task
+    stream has them (the worker's whole task, loading the model included), so a worker slow to load its first
+    model cannot hold a large cell while the other runs the small ones."""
+    from distributed import get_task_stream
+
     cards = ensure_trained(["tiny_cls"])
     cells = plan(["tiny_cls"], ["synth:test", "synth:ood-lab-b"], ["fgsm", "pgd"], [2 / 255, 8 / 255], 16, 0, cards)
-    with DaskExecutor(scheduler=cluster.scheduler_address) as executor:
+    with DaskExecutor(scheduler=cluster.scheduler_address) as executor, get_task_stream(executor.client) as stream:
         summary = execute(ResultStore(tmp_path), cells, executor)
     assert summary.ok == len(cells)
-    table = ResultStore(tmp_path).table().drop_duplicates("cell_id")
-    started = table["finished_at"] - pd.to_timedelta(table["time_s"], unit="s")
-    costs = {c.id: c.cost() for c in cells}
-    table = table.assign(started=started, cost=table["cell_id"].map(costs))
-    assert table["cost"].nunique() == 3
-    assert table.loc[table["attack"] == "none", "started"].min() >= table.loc[table["attack"] == "pgd", "started"].max(), \
-        table.sort_values("started")[["attack", "eps", "split", "started", "time_s", "finished_at"]].to_string()
+    attack = {c.id: c.attack for c in cells}
+    started = pd.DataFrame([{"attack": attack[task["key"].split("-")[1]],
+                             "start": min(s["start"] for s in task["startstops"] if s["action"] == "compute")}
+                            for task in stream.data])
+    assert sorted(started["attack"]) == sorted(attack.values())
+    first, last = started.groupby("attack")["start"].min(), started.groupby("attack")["start"].max()
+    order = started.sort_values("start").to_string()
+    assert last["pgd"] <= first["fgsm"] and last["fgsm"] <= first["none"], order
 
 
 def test_a_killed_worker_costs_no_cell_and_stores_none_twice(cluster, tmp_path):

@@ -23,11 +23,13 @@ this executor is used.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -227,10 +229,7 @@ class DaskExecutor:
             # processes with one thread each: torch and the attack libraries are not safe to share a model across
             # threads; the nanny passes the environment (the model cache) to each worker process it starts, which
             # imports this module (torch, the attack libraries) as it starts rather than on its first cell
-            # worker-saturation 1.0: a worker holds one cell at a time, so the queue stays at the scheduler, in
-            # priority order (with Dask's default 1.1 a busy worker can hold a large cell while an idle one takes
-            # a smaller)
-            config = {"distributed.nanny.pre-spawn-environ": pre_spawn, "distributed.scheduler.worker-saturation": 1.0}
+            config = {"distributed.nanny.pre-spawn-environ": pre_spawn}
             with dask.config.set(config), _environ_kept():
                 self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                             host="127.0.0.1", dashboard_address=None, preload=[__name__],
@@ -259,23 +258,32 @@ class DaskExecutor:
         self.client = self.cluster = None
 
     def map(self, cells: Sequence[Cell]) -> Iterable[CellResult]:
-        """Submits every cell, largest first, and gives each result as it arrives; a cell that raised or
-        whose workers died gives a ``failed`` result with the reason."""
+        """Hands the cells out largest first and gives each result as it arrives; a cell that raised or whose
+        workers died gives a ``failed`` result with the reason.
+
+        Only as many cells are with the scheduler as the workers have threads, and the next largest goes
+        out as each result comes in: the scheduler places a task it is given at once on the least busy
+        worker, so with more in flight a worker slow to start would hold large cells while another ran
+        the small ones (Dask queues tasks in priority order only for a large group, and only where the
+        scheduler's ``worker-saturation`` allows: not one of ours, with ``--scheduler``)."""
         from distributed import as_completed
 
         self.start()
         by_key: dict[str, Cell] = {}
-        futures = []
-        # submitted largest first as well as prioritised so: the first tasks go to idle workers as they arrive,
-        # before the scheduler has seen the rest (a stable sort keeps a model's and a split's cells together)
-        for i, cell in enumerate(sorted(cells, key=lambda c: -c.cost())):
-            key = f"cell-{cell.id}-{self.setup.run_id}-{i}"
-            by_key[key] = cell
-            futures.append(self.client.submit(evaluate_on_worker, cell, self.setup, key=key, priority=cell.cost(),
-                                              retries=RETRIES, pure=False))
+        waiting = collections.deque(sorted(cells, key=lambda c: -c.cost()))  # a stable sort keeps a model's cells together
+        pending = as_completed(loop=self.client.loop)
+        slots = _Slots(self.client)
+
+        def top_up() -> None:
+            while waiting and pending.count() < slots.total():
+                cell = waiting.popleft()
+                key = f"cell-{cell.id}-{self.setup.run_id}-{len(cells) - len(waiting)}"
+                by_key[key] = cell
+                pending.add(self.client.submit(evaluate_on_worker, cell, self.setup, key=key, priority=cell.cost(),
+                                               retries=RETRIES, pure=False))
+
+        top_up()
         # hold no future here once it is done: its result is then freed on the worker as soon as it is read
-        pending = as_completed(futures, loop=self.client.loop)
-        del futures
         for future in pending:
             cell = by_key.pop(future.key)
             try:
@@ -283,4 +291,18 @@ class DaskExecutor:
             except (Exception, asyncio.CancelledError, concurrent.futures.CancelledError) as exc:
                 result = lost_cell(cell, _reason(exc), self.ctx)  # logs it
             future.release()
+            top_up()  # before the result is stored: the freed worker need not wait for the store
             yield result
+
+
+class _Slots:
+    """The worker threads of the cluster, asked of the scheduler at most once a second (workers come and go)."""
+
+    def __init__(self, client) -> None:
+        self.client, self.asked, self.threads = client, float("-inf"), 1
+
+    def total(self) -> int:
+        now = time.monotonic()
+        if now - self.asked >= 1.0:
+            self.asked, self.threads = now, max(1, sum(self.client.nthreads().values()))
+        return self.threads
