@@ -41,8 +41,10 @@ the same work; the median time is reported. On a machine shared with another pro
 keeps OpenMP threads from fighting it for the cores and ``--clock cpu`` times this process's CPU
 time instead of the wall clock (steadier there).
 ``--explore`` adds the suite's cell crafting on the model itself (BatchNorm not folded: what folding
-gives) and variants of the bare loop: fp32 on channels-last, with early exit, bf16 autocast on
-channels-last.
+gives), the suite's cell without predicted exits (every active image gets a forward and a backward
+pass each step, ``engine.PREDICT_EXITS = False``: what the forward-only probe of the images whose
+damage trend says they are fooled gives), and variants of the bare loop: fp32 on channels-last,
+with early exit, bf16 autocast on channels-last.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from robustbench_wbc.attacks import ATTACKS, build_attack, fusion  # noqa: E402
+from robustbench_wbc.attacks import ATTACKS, build_attack, engine, fusion  # noqa: E402
 from robustbench_wbc.attacks.base import check_threat_model  # noqa: E402
 from robustbench_wbc.bench.runner import attack_images  # noqa: E402
 from robustbench_wbc.models.networks import HeadView, Normalize  # noqa: E402
@@ -191,20 +193,22 @@ def verdicts(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor, clean_ok
 Passes = tuple[int, int]  # the attack's forward and backward passes (images), the verdict pass not included
 
 
-def run_ours(model, images, labels, clean_ok, s: Settings, precision: str = "fp32", fold: bool = True
-             ) -> tuple[torch.Tensor, Passes]:
+def run_ours(model, images, labels, clean_ok, s: Settings, precision: str = "fp32", fold: bool = True,
+             predict: bool = True) -> tuple[torch.Tensor, Passes]:
     """The runner's PGD cell: only the clean-correct images are attacked, in the runner's chunks, passes of ``batch``.
 
-    ``fold=False``: crafting on the model itself, not on its BatchNorm-folded copy (``attacks/fusion.py``).
+    ``fold=False``: crafting on the model itself, not on its BatchNorm-folded copy (``attacks/fusion.py``);
+    ``predict=False``: no forward-only probe of the images predicted to be misclassified (``engine.PREDICT_EXITS``).
     """
     spec = ATTACKS.get("pgd").spec(s.eps, "cls", steps=s.steps, rel_stepsize=s.rel_step, random_start=True,
                                    precision=precision)
     attack = build_attack(spec, model)
-    enabled, fusion.ENABLED = fusion.ENABLED, fold
+    switches = fusion.ENABLED, engine.PREDICT_EXITS
+    fusion.ENABLED, engine.PREDICT_EXITS = fold, predict
     try:
         return attack_images(attack, images, labels, None, clean_ok, batch_size=s.batch), attack.passes
     finally:
-        fusion.ENABLED = enabled
+        fusion.ENABLED, engine.PREDICT_EXITS = switches
 
 
 def run_torchattacks(model, images, labels, clean_ok, s: Settings) -> tuple[torch.Tensor, Passes]:
@@ -300,6 +304,8 @@ def variants(explore: bool = False) -> dict[str, Variant]:
     if explore:
         v.update({
             "ours-unfolded": Variant("ours-unfolded", "ours, fp32, BatchNorm not folded", partial(run_ours, fold=False)),
+            "ours-unpredicted": Variant("ours-unpredicted", "ours, fp32, exits not predicted",
+                                        partial(run_ours, predict=False)),
             "bare-cl": Variant("bare-cl", "bare loop, fp32 on channels-last", partial(run_bare, cl=True)),
             "bare-exit": Variant("bare-exit", "bare loop + early exit (clean-correct only)",
                                  partial(run_bare, early_exit=True)),
@@ -585,7 +591,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default="",
                    help=f"comma-separated (default: {', '.join(VARIANTS)}; --explore adds more)")
     p.add_argument("--explore", action="store_true",
-                   help="add ours without BatchNorm folding, and the bare loop on channels-last, with early exit, in bf16")
+                   help="add ours without BatchNorm folding or predicted exits, and the bare loop on channels-last, "
+                        "with early exit, in bf16")
     p.add_argument("--zoo", action="store_true", help="add the zoo's resnet10t_cls and resnet10t_cls_at")
     p.add_argument("--zoo-only", action="store_true", help="only the zoo's pair (no resnet18 training)")
     p.add_argument("--cache", type=Path, default=None,

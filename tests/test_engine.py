@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustbench_wbc.attacks import ATTACKS, build_attack, check_threat_model, with_backend
+from robustbench_wbc.attacks import ATTACKS, build_attack, check_threat_model, engine, with_backend
 from robustbench_wbc.attacks.engine import Attack, linf_bounds, margin, seg_loss
 from robustbench_wbc.attacks.presets import register_presets
 from robustbench_wbc.bench.diagnostics import model_checks
@@ -119,7 +119,50 @@ def test_built_attack_attacks_only_active_images_and_counts_passes(load_tiny, da
     adv = attack(data.images, data.labels, None, active)
     assert torch.equal(adv[10:], data.images[10:])
     fwd, bwd = attack.passes
-    assert 0 < bwd == fwd <= 10 * 10  # a forward and a backward pass per step, for active images only
+    # a forward and a backward pass per step, for active images only; from the third iterate on, at most one
+    # forward-only probe of an image predicted to be misclassified (engine.PREDICT_EXITS) per image and step
+    assert 0 < bwd <= fwd and bwd <= 10 * 10 and fwd - bwd <= 10 * 8
+
+
+def test_predicted_exits_spare_backward_passes_and_change_no_iterate(monkeypatch):
+    """An image whose damage trend says it is fooled now is scored forward-only first: fooled, it leaves without
+    a backward pass; the images returned are those of the attack without the prediction."""
+    # as in the early-exit test: image 0 is fooled after one step (its trend not yet known: it costs a backward
+    # pass), image 1 after three (damage -14, -9, -4: predicted fooled at the fourth iterate), image 2 never
+    x = torch.tensor([0.5, 0.55, 0.7]).view(3, 1, 1, 1).expand(3, 3, 4, 4).contiguous()
+    y = torch.zeros(3, dtype=torch.long)
+    model = _Threshold(0.48)
+    passes = []  # (images, with a gradient) per forward pass
+    model.register_forward_hook(lambda mod, args, out: passes.append((len(args[0]), torch.is_grad_enabled())))
+    adv = {}
+    for predict in (False, True):
+        monkeypatch.setattr(engine, "PREDICT_EXITS", predict)
+        passes.clear()
+        adv[predict] = _Recorder(model, 0.1, steps=6)(x, y, None)
+        if predict:
+            assert passes == [(3, True), (3, True), (2, True), (1, False), (1, True), (1, True), (1, True)]
+        else:
+            assert passes == [(3, True), (3, True), (2, True), (2, True), (1, True), (1, True)]
+    assert torch.equal(adv[True], adv[False])
+
+
+def test_predicted_exits_keep_the_verdicts_on_a_trained_model(monkeypatch, load_tiny, data):
+    """PGD on a trained model with and without the prediction: the same verdicts, fewer backward passes."""
+    model = load_tiny("tiny_cls")
+    with torch.no_grad():
+        ok = model(data.images)["logits"].argmax(1) == data.labels
+    robust, passes = {}, {}
+    for predict in (False, True):
+        monkeypatch.setattr(engine, "PREDICT_EXITS", predict)
+        attack = build_attack(ATTACKS.get("pgd").spec(2 / 255, "cls"), model)
+        torch.manual_seed(0)
+        adv = attack(data.images, data.labels, None, ok)
+        with torch.no_grad():
+            robust[predict] = (model(adv)["logits"].argmax(1) == data.labels) & ok
+        passes[predict] = attack.passes
+    assert torch.equal(robust[True], robust[False])
+    assert 0 < robust[True].sum() < ok.sum()  # the attack fools some images, not all
+    assert passes[True][1] < passes[False][1]  # fewer backward passes
 
 
 def test_pgd_early_exit_costs_less_than_torchattacks_at_equal_strength(load_tiny, data):
