@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustbench_wbc.attacks import ATTACKS, build_attack, check_threat_model, engine, with_backend
+from robustbench_wbc.attacks.base import ThreatModelViolation
 from robustbench_wbc.attacks.engine import Attack, linf_bounds, margin, seg_loss
 from robustbench_wbc.attacks.presets import register_presets
 from robustbench_wbc.bench.diagnostics import model_checks
@@ -49,6 +50,24 @@ def test_linf_bounds_hold_in_exact_arithmetic():
     lo, hi = linf_bounds(x, eps)
     assert ((x.double() - lo.double()) <= eps).all() and ((hi.double() - x.double()) <= eps).all()
     assert lo.min() >= 0 and hi.max() <= 1 and lo.dtype == x.dtype
+
+
+def test_float64_work_in_slices_gives_the_whole_batch_answer(monkeypatch):
+    """The L∞ bounds and the threat-model check, computed a few images at a time, equal the whole-batch
+    computation, keep the memory layout, and catch a violation in the last slice."""
+    eps = 8 / 255
+    x = torch.rand(7, 3, 8, 8, generator=torch.Generator().manual_seed(2)).contiguous(memory_format=torch.channels_last)
+    whole = linf_bounds(x, eps)
+    monkeypatch.setattr(engine, "SLICE_VALUES", 2 * x[0].numel())  # slices of 2 images: 4 slices
+    assert len(engine.image_slices(x)) == 4
+    sliced = linf_bounds(x, eps)
+    assert all(torch.equal(a, b) for a, b in zip(whole, sliced))
+    assert sliced[0].is_contiguous(memory_format=torch.channels_last)
+    check_threat_model(x, whole[1], "linf", eps)
+    bad = whole[1].clone()
+    bad[-1, 0, 0, 0] = x[-1, 0, 0, 0] + 2 * eps if x[-1, 0, 0, 0] < 0.5 else x[-1, 0, 0, 0] - 2 * eps
+    with pytest.raises(ThreatModelViolation, match="exceeds eps"):
+        check_threat_model(x, bad, "linf", eps)
 
 
 class _Recorder(Attack):
