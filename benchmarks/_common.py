@@ -109,6 +109,17 @@ class Timing:
         return (max(self.times) - min(self.times)) / self.median if self.median > 0 else 0.0
 
 
+def timer(device: torch.device, clock: Callable[[], float] = time.perf_counter) -> Callable[[], float]:
+    """Gives ``clock``; on a GPU, the wall clock read once the device has finished its queued work."""
+    if device.type != "cuda":
+        return clock
+
+    def now() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return now
+
+
 def rotated(items: Sequence[Any], r: int) -> list[Any]:
     """Gives ``items`` rotated left by ``r``: repeat ``r``'s order, so that no item always runs first."""
     items = list(items)

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_attack_throughput.py --quick         # a smoke run: 64 images, 1 repeat
     .venv/bin/python benchmarks/bench_attack_throughput.py --zoo --out throughput.md
     .venv/bin/python benchmarks/bench_attack_throughput.py --explore       # + ours unfolded, bare-loop variants
+    .venv/bin/python benchmarks/bench_attack_throughput.py --device cuda   # every variant on the GPU
 
 On the same model, images (SynthWBC ``synth:test``, 64 px) and budget (eps 8/255, 10 steps of eps/4
 from a random start, batches of 64), in one process:
@@ -40,6 +41,9 @@ Repeats interleave the variants (the order rotates) and reseed before each run, 
 the same work; the median time is reported. On a machine shared with another process, ``--threads 1``
 keeps OpenMP threads from fighting it for the cores and ``--clock cpu`` times this process's CPU
 time instead of the wall clock (steadier there).
+``--device cuda`` (or ``auto``) runs every variant, the verdict pass and the limits on the GPU (the
+models are trained on the CPU, then moved; ART gets ``device_type="gpu"``; times are read after
+``torch.cuda.synchronize``); the CPU is the default.
 ``--explore`` adds the suite's cell crafting on the model itself (BatchNorm not folded: what folding
 gives), the suite's cell without predicted exits (every active image gets a forward and a backward
 pass each step, ``engine.PREDICT_EXITS = False``: what the forward-only probe of the images whose
@@ -82,6 +86,7 @@ ROLES = {"standard": "standard-trained", "at": "adversarially trained"}
 # ``cpu``: this process's CPU time, steadier than the wall clock on a machine shared with another job,
 # and the same thing as long as torch runs one thread (with more, it also counts threads spinning)
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -229,10 +234,10 @@ def run_art(model, images, labels, clean_ok, s: Settings) -> tuple[torch.Tensor,
     n_classes = int(predict(model, images[:1], 1).shape[1])
     clf = PyTorchClassifier(model=HeadView(model, "logits"), loss=nn.CrossEntropyLoss(),
                             input_shape=tuple(images.shape[1:]), nb_classes=n_classes, clip_values=(0.0, 1.0),
-                            device_type="cpu")
+                            device_type="gpu" if images.is_cuda else "cpu")
     pgd = ProjectedGradientDescent(clf, norm=np.inf, eps=s.eps, eps_step=s.alpha, max_iter=s.steps,
                                    num_random_init=1, batch_size=s.batch, verbose=False)
-    adv = torch.from_numpy(pgd.generate(x=images.numpy(), y=labels.numpy()))
+    adv = torch.from_numpy(pgd.generate(x=images.cpu().numpy(), y=labels.cpu().numpy())).to(images.device)
     model.zero_grad(set_to_none=True)  # ART leaves weight gradients behind
     return adv, (len(images) * s.steps, len(images) * s.steps)
 
@@ -263,7 +268,7 @@ def run_bare(model, images, labels, clean_ok, s: Settings, bf16: bool = False, e
                     break
                 x.requires_grad_(True)
                 fwd += len(x)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(x)["logits"]
                 (g,) = torch.autograd.grad(F.cross_entropy(logits.float(), ya, reduction="sum"), x)
                 x = x.detach()
@@ -316,29 +321,32 @@ def variants(explore: bool = False) -> dict[str, Variant]:
 
 
 # --- measuring -------------------------------------------------------------------------------------
-def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5, clock: str = "wall") -> float:
-    """Gives the best GFLOP/s of an n×n ``torch.mm`` in ``dtype`` (after one warm-up). In fp32 this is
-    the BLAS's sgemm (MKL), which on AMD CPUs may not use AVX-512: see :func:`conv_peak`."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    return _best_gflops(lambda: torch.mm(a, b), 2 * n ** 3, repeats, clock)
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5, clock: str = "wall",
+                device: torch.device = CPU) -> float:
+    """Gives the best GFLOP/s of an n×n ``torch.mm`` in ``dtype`` (after one warm-up). In fp32 on a CPU
+    this is the BLAS's sgemm (MKL), which on AMD CPUs may not use AVX-512: see :func:`conv_peak`."""
+    a, b = torch.randn(n, n).to(device, dtype), torch.randn(n, n).to(device, dtype)
+    return _best_gflops(lambda: torch.mm(a, b), 2 * n ** 3, repeats, clock, device)
 
 
-def conv_peak(dtype: torch.dtype = torch.float32, repeats: int = 5, clock: str = "wall") -> float:
+def conv_peak(dtype: torch.dtype = torch.float32, repeats: int = 5, clock: str = "wall",
+              device: torch.device = CPU) -> float:
     """Gives the best GFLOP/s of oneDNN's 3×3 convolutions in channels-last (64 channels at 32×32 and
     256 at 8×8, batch 64: the shapes of a ResNet-18 at 64 px), counted as 2·MACs. The convolutions
     are the work of an attack step; on a CPU where the BLAS runs fp32 at half speed, this is the
     fp32 limit that counts."""
     best = 0.0
     for c, hw in ((64, 32), (256, 8)):
-        x = torch.randn(64, c, hw, hw).to(dtype).contiguous(memory_format=torch.channels_last)
-        w = torch.randn(c, c, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(64, c, hw, hw).to(device, dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(c, c, 3, 3).to(device, dtype).contiguous(memory_format=torch.channels_last)
         best = max(best, _best_gflops(lambda x=x, w=w: F.conv2d(x, w, padding=1), 2 * 64 * c * c * 9 * hw * hw,
-                                      repeats, clock))
+                                      repeats, clock, device))
     return best
 
 
-def _best_gflops(fn: Callable[[], object], flops: float, repeats: int, clock: str) -> float:
-    now, best = CLOCKS[clock], 0.0
+def _best_gflops(fn: Callable[[], object], flops: float, repeats: int, clock: str,
+                 device: torch.device = CPU) -> float:
+    now, best = _common.timer(device, CLOCKS[clock]), 0.0
     with torch.no_grad():
         fn()  # warm-up
         for _ in range(repeats):
@@ -348,11 +356,12 @@ def _best_gflops(fn: Callable[[], object], flops: float, repeats: int, clock: st
     return best
 
 
-def peaks(clock: str = "wall") -> dict[str, float]:
-    """Gives the fp32 and bf16 limits (GFLOP/s): ``torch.mm``, oneDNN 3×3 convolutions, and ``fp32``,
+def peaks(clock: str = "wall", device: torch.device = CPU) -> dict[str, float]:
+    """Gives the fp32 and bf16 limits (GFLOP/s) on ``device``: ``torch.mm``, 3×3 convolutions, and ``fp32``,
     the better of the two fp32 figures, which the roofline uses."""
-    out = {"fp32 mm": matmul_peak(torch.float32, clock=clock), "fp32 conv": conv_peak(torch.float32, clock=clock),
-           "bf16 mm": matmul_peak(torch.bfloat16, clock=clock), "bf16 conv": conv_peak(torch.bfloat16, clock=clock)}
+    out = {f"{t} {op}": fn(dtype, clock=clock, device=device)
+           for t, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+           for op, fn in (("mm", matmul_peak), ("conv", conv_peak))}
     out["fp32"] = max(out["fp32 mm"], out["fp32 conv"])
     return out
 
@@ -370,7 +379,7 @@ def model_gflop(model: nn.Module, image: torch.Tensor) -> tuple[float, float]:
         forward = fc.get_total_flops() / 1e9
         x = image[None].clone().requires_grad_(True)
         with FlopCounterMode(display=False) as fc:
-            F.cross_entropy(model(x)["logits"], torch.zeros(1, dtype=torch.long)).backward()
+            F.cross_entropy(model(x)["logits"], torch.zeros(1, dtype=torch.long, device=x.device)).backward()
         step = fc.get_total_flops() / 1e9
     finally:
         for p, g in zip(model.parameters(), grads):
@@ -454,7 +463,7 @@ def warm_up(model: nn.Module, images: torch.Tensor, bf16: bool) -> None:
     """One forward and input gradient on a batch (oneDNN builds its kernels on first use), fp32 and bf16."""
     for use_bf16 in (False, True) if bf16 else (False,):
         x = images.clone().requires_grad_(True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = model(x.contiguous(memory_format=torch.channels_last) if use_bf16 else x)["logits"]
         torch.autograd.grad(out.float().sum(), x)
 
@@ -465,7 +474,7 @@ def measure_model(name: str, role: str, model: nn.Module, images: torch.Tensor, 
     """Runs every variant ``repeats`` times (interleaved, reseeded), checks their adversarials against
     the threat model, and gives the times (``clock``: ``wall``, or ``cpu``, this process's CPU time)
     and verdicts."""
-    now = CLOCKS[clock]
+    now = _common.timer(images.device, CLOCKS[clock])
     model.eval()
     clean_ok = predict(model, images, s.batch).argmax(1) == labels
     warm_up(model, images[:s.batch], any(v.precision == "bf16" for v in chosen.values()))
@@ -530,8 +539,9 @@ def table_rows(models: list[ModelResult], peak_fp32: float) -> list[list[str]]:
     return rows
 
 
-def _limit(limits: dict[str, float], dtype: str) -> str:
-    return (f"`torch.mm` 2048² {limits.get(dtype + ' mm', 0):.0f}, oneDNN 3×3 convolution (channels-last) "
+def _limit(limits: dict[str, float], dtype: str, device: torch.device = CPU) -> str:
+    library = "oneDNN" if device.type == "cpu" else "cuDNN"
+    return (f"`torch.mm` 2048² {limits.get(dtype + ' mm', 0):.0f}, {library} 3×3 convolution (channels-last) "
             f"{limits.get(dtype + ' conv', 0):.0f}")
 
 
@@ -549,15 +559,19 @@ def info_text(info: dict) -> str:
 
 
 def render(models: list[ModelResult], s: Settings, n_images: int, repeats: int, limits: dict[str, float],
-           notes: list[str] = (), clock: str = "wall") -> str:
+           notes: list[str] = (), clock: str = "wall", device: torch.device = CPU) -> str:
     """The markdown report: machine, settings, limits, then one row per model and variant."""
     lines = ["## PGD-L∞ throughput: the suite against torchattacks, ART and a bare loop", ""]
     lines += _common.machine_lines(("robustbench_wbc", "torch", "timm", "torchattacks", "ART"))
+    if device.type == "cuda":
+        lines.append(f"- device: {torch.cuda.get_device_name(device)} (every variant, the limits and the verdict "
+                     f"pass run there; the models are trained on the CPU)")
     lines += [f"- settings: {n_images} images of synth:test, batch {s.batch}, PGD-L∞ eps {s.eps * 255:g}/255, "
               f"{s.steps} steps of {s.rel_step:g}·eps, random start, seed {s.seed}; median of {repeats} "
               f"(variants interleaved, reseeded each run); {'wall' if clock == 'wall' else 'CPU'} time, including the fp32 "
               f"verdict pass",
-              "- limits (GFLOP/s, best of 5): fp32 " + _limit(limits, "fp32") + "; bf16 " + _limit(limits, "bf16")
+              "- limits (GFLOP/s, best of 5): fp32 " + _limit(limits, "fp32", device) + "; bf16 "
+              + _limit(limits, "bf16", device)
               + f"; the fp32 roofline uses {limits['fp32']:.0f}"]
     for m in models:
         roof = limits["fp32"] / m.gflop_step
@@ -600,6 +614,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                    help="wall time, or this process's CPU time (steadier on a shared machine; use with --threads 1)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda, cuda:N or auto (a GPU where torch sees one): where every variant runs")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     a = p.parse_args(argv)
     if a.quick:
@@ -607,6 +623,14 @@ def main(argv: list[str] | None = None) -> None:
     _common.set_threads(a.threads)
     from robustbench_wbc import paths
     from robustbench_wbc.data.splits import SPLITS
+    from robustbench_wbc.device import resolve_device
+
+    try:
+        device = resolve_device(a.device)
+    except ValueError as exc:
+        p.error(str(exc))
+    if device.type == "cuda" and a.clock == "cpu":
+        p.error("--clock cpu times this process on the CPU, not the GPU's work: use the wall clock with --device cuda")
 
     s = Settings(batch=a.batch, seed=a.seed)
     every = variants(a.explore)
@@ -628,16 +652,16 @@ def main(argv: list[str] | None = None) -> None:
             model, card = load_model(mid)  # trained on first use (under a minute each), as the runner does
             pairs.append((mid, role, model, card.image_size, {"zoo": f"recipe {card.recipe}"}))
 
-    limits = peaks(a.clock)
+    limits = peaks(a.clock, device)
     results = []
     for name, role, model, size, info in pairs:
         data = SPLITS.get("synth:test").load(a.n_images, size)
-        images = data.images.contiguous()  # the split's tensors are channels-last; every variant gets NCHW
-        m = measure_model(name, role, model, images, data.labels, s, chosen, a.repeats, clock=a.clock,
-                          log=lambda msg: print(msg, file=sys.stderr))
+        images = data.images.contiguous().to(device)  # the split's tensors are channels-last; every variant gets NCHW
+        m = measure_model(name, role, model.to(device), images, data.labels.to(device), s, chosen, a.repeats,
+                          clock=a.clock, log=lambda msg: print(msg, file=sys.stderr))
         m.info = info
         results.append(m)
-    text = render(results, s, a.n_images, a.repeats, limits, clock=a.clock)
+    text = render(results, s, a.n_images, a.repeats, limits, clock=a.clock, device=device)
     print(text)
     if a.out:
         a.out.write_text(text)

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_autoattack_cost.py                          # fast version, 64 images, resnet10t_cls
     .venv/bin/python benchmarks/bench_autoattack_cost.py --version standard --n-images 16
     .venv/bin/python benchmarks/bench_autoattack_cost.py --model tiny_cls         # a quick run (a barely trained model)
+    .venv/bin/python benchmarks/bench_autoattack_cost.py --device cuda            # both on the GPU
 
 On the same images (SynthWBC ``synth:test``) and the same model, in one process:
 
@@ -26,7 +27,6 @@ import datetime
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import pyautoattack
@@ -39,6 +39,7 @@ import _common  # noqa: E402
 import robustbench_wbc.attacks.autoattack_backend  # noqa: F401  (registers the backend)
 from robustbench_wbc.attacks import ATTACKS, build_attack, parse_eps
 from robustbench_wbc.data import SPLITS
+from robustbench_wbc.device import resolve_device
 from robustbench_wbc.models.hub import load_model
 from robustbench_wbc.models.networks import HeadView
 
@@ -71,15 +72,21 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="runs of each, alternating which goes first; median time")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto: where both run")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     eps = parse_eps(a.eps)[0]
+    try:
+        device = resolve_device(a.device)
+    except ValueError as exc:
+        p.error(str(exc))
+    now = _common.timer(device)
 
-    model, card = load_model(a.model)
+    model, card = load_model(a.model, device=device)
     data = SPLITS.get("synth:test").load(a.n_images, card.image_size)
-    images = data.images.contiguous()  # the split's tensors are channels-last; AutoAttack .view()s gradients
-    labels = data.labels
+    images = data.images.contiguous().to(device)  # the split's tensors are channels-last; AutoAttack .view()s gradients
+    labels = data.labels.to(device)
     with torch.no_grad():
         logits = model(images)["logits"]
     n_classes = logits.shape[1]
@@ -92,14 +99,14 @@ def main() -> None:
     for r in range(a.repeats):
         for which in ("direct", "suite") if r % 2 == 0 else ("suite", "direct"):
             if which == "direct":
-                t0 = time.perf_counter()
+                t0 = now()
                 adv_direct = run_direct(model, images, labels, eps, a.version, a.seed, n_classes)
-                t_direct.append(time.perf_counter() - t0)
+                t_direct.append(now() - t0)
             else:
                 attack = build_attack(spec, model)
-                t0 = time.perf_counter()
+                t0 = now()
                 adv_suite = attack(images, labels, None, active=clean)
-                t_suite.append(time.perf_counter() - t0)
+                t_suite.append(now() - t0)
     with torch.no_grad():
         robust_direct = (model(adv_direct)["logits"].argmax(1) == labels).float().mean().item()
         robust_suite = (model(adv_suite)["logits"].argmax(1) == labels).float().mean().item()
@@ -108,7 +115,7 @@ def main() -> None:
 
     print(f"## AutoAttack ({a.version}) directly vs through the suite\n")
     print(f"- machine: {_common.cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-          f"device {images.device}")
+          f"device {images.device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"- torch {torch.__version__}, pyautoattack {pyautoattack.__version__}")
     print(f"- model {a.model} ({n_classes} classes, {card.image_size} px), {a.n_images} images of synth:test, "

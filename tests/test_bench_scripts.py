@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,17 @@ def test_ratio_range_pairs_the_repeats():
     m = bat.ModelResult("m", "standard", torch.ones(2, dtype=torch.bool), res, 1.0, 2.0, None)
     assert m.ratio_range("ours") == (2.0, 3.0) and m.ratio("ours") == pytest.approx(5.0 / 2.0)
     assert m.ratio_range("art") is None
+
+
+def test_device_option(capsys):
+    """``--device``: the CPU's clock is the clock itself; a device torch cannot see is a usage error (exit 2)
+    that names it and the fix; ``auto`` resolves to what torch sees."""
+    assert _common.timer(torch.device("cpu")) is time.perf_counter
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the error below cannot happen here")
+    for argv in (["--device", "cuda", "--quick"], ["--device", "tpu", "--quick"]):
+        with pytest.raises(SystemExit) as exc:
+            bat.main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert argv[1] in err and ("--device cpu" in err or "expected one of" in err)
