@@ -10,6 +10,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -120,11 +121,14 @@ def timer(device: torch.device, clock: Callable[[], float] = time.perf_counter) 
     return now
 
 
-def rotated(items: Sequence[Any], r: int) -> list[Any]:
-    """Gives ``items`` rotated left by ``r``: repeat ``r``'s order, so that no item always runs first."""
+def order(items: Sequence[Any], r: int) -> list[Any]:
+    """Gives repeat ``r``'s order of ``items``: as given for repeat 0, then a permutation seeded by ``r``.
+
+    Not a rotation: a rotation keeps every item's predecessor, and an item that leaves the machine
+    slower (ART's numpy threads, a bf16 run's caches) would then slow the same item every repeat.
+    """
     items = list(items)
-    k = r % len(items) if items else 0
-    return items[k:] + items[:k]
+    return items if r == 0 else random.Random(r).sample(items, len(items))
 
 
 def reseed(seed: int) -> None:

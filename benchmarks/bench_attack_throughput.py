@@ -37,7 +37,7 @@ clearly above 0). Both are trained on first use with the suite's own ``fit`` (ab
 on 2 cores, plus half a minute to generate the images the first time) and cached under
 ``$WBC_ROBUST_HOME/bench/attack_throughput`` (``--cache DIR``; ``--retrain``). ``--zoo`` adds the
 zoo's ``resnet10t_cls`` and ``resnet10t_cls_at`` (from the model cache, trained there on first use).
-Repeats interleave the variants (the order rotates) and reseed before each run, so every repeat does
+Repeats interleave the variants (a new order each repeat) and reseed before each run, so every repeat does
 the same work; the median time is reported. On a machine shared with another process, ``--threads 1``
 keeps OpenMP threads from fighting it for the cores and ``--clock cpu`` times this process's CPU
 time instead of the wall clock (steadier there).
@@ -484,7 +484,7 @@ def measure_model(name: str, role: str, model: nn.Module, images: torch.Tensor, 
     robust: dict[str, torch.Tensor] = {}
     passes: dict[str, Passes] = {}
     for r in range(repeats):
-        for k in _common.rotated(names, r):  # no variant always runs first
+        for k in _common.order(names, r):  # neither first nor after the same variant each repeat
             _common.reseed(s.seed)
             t0 = now()
             adv, passes[k] = chosen[k].fn(model, images, labels, clean_ok, s)

@@ -7,7 +7,7 @@ Runs the runner's own cell (``evaluate_cell``: the attack on the clean-correct i
 verdict pass, the output checks) for a PGD-L∞ cell at 8/255 on ``--n-images`` images of
 ``synth:test``, once per batch size, with the runner's ``BATCH_SIZE`` set to it for the run. The
 clean outputs are computed once before the clock starts (the runner caches them per worker), so
-the time is the attack cell's. Sizes are interleaved within each repeat (the order rotates) and
+the time is the attack cell's. Sizes are interleaved within each repeat (a new order each repeat) and
 the median wall time is reported, as image-steps/s (images × steps / time: the nominal work) and as
 a ratio to the runner's default batch size. Each model is attacked on the heads the runner attacks
 by default (a classifier's ``cls``; a multitask model's ``cls``, ``seg`` and ``joint``).
@@ -54,7 +54,7 @@ def measure(model_id: str, sizes: list[int], n_images: int, repeats: int, eps: f
             times: dict[int, list[float]] = {b: [] for b in sizes}
             outcomes: dict[int, pd.Series] = {}  # metric -> value, per batch size
             for r in range(repeats):
-                for b in _common.rotated(sizes, r):
+                for b in _common.order(sizes, r):
                     runner.BATCH_SIZE = b
                     t0 = time.perf_counter()
                     res = evaluate_cell(cell, ctx)

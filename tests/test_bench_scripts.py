@@ -52,7 +52,11 @@ def test_markdown_table_and_timer():
     t = _common.timed(lambda: torch.rand(1).item(), repeats=3, warmup=1, seed=5)
     assert len(t.times) == 3 and t.median >= 0
     assert t.result == _common.timed(lambda: torch.rand(1).item(), repeats=1, seed=5).result  # reseeded
-    assert _common.rotated("abc", 0) == ["a", "b", "c"] and _common.rotated("abc", 4) == ["b", "c", "a"]
+    assert _common.order("abc", 0) == ["a", "b", "c"]
+    orders = [_common.order(range(10), r) for r in range(4)]
+    assert all(sorted(o) == list(range(10)) for o in orders) and orders[1] == _common.order(range(10), 1)
+    before = [o[o.index(3) - 1] for o in orders]  # item 3's predecessor (cyclically) in each repeat
+    assert len(set(before)) > 1 and len({o[0] for o in orders}) > 1
     lines = _common.machine_lines(("torch",))
     assert lines[0].startswith("- machine:") and f"torch {torch.__version__.split('+')[0]}" in lines[2]
 
