@@ -620,7 +620,6 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.quick:
         a.n_images, a.repeats = 64, 1
-    _common.set_threads(a.threads)
     from robustbench_wbc import paths
     from robustbench_wbc.data.splits import SPLITS
     from robustbench_wbc.device import resolve_device
@@ -631,6 +630,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error(str(exc))
     if device.type == "cuda" and a.clock == "cpu":
         p.error("--clock cpu times this process on the CPU, not the GPU's work: use the wall clock with --device cuda")
+    _common.set_threads(a.threads)  # after the usage errors: a refused command changes nothing
 
     s = Settings(batch=a.batch, seed=a.seed)
     every = variants(a.explore)

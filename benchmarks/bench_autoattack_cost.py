@@ -74,13 +74,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto: where both run")
     a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
     eps = parse_eps(a.eps)[0]
     try:
         device = resolve_device(a.device)
     except ValueError as exc:
         p.error(str(exc))
+    if a.threads:
+        torch.set_num_threads(a.threads)
     now = _common.timer(device)
 
     model, card = load_model(a.model, device=device)

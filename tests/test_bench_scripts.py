@@ -166,9 +166,11 @@ def test_device_option(capsys):
     assert _common.timer(torch.device("cpu")) is time.perf_counter
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the error below cannot happen here")
+    threads = torch.get_num_threads()
     for argv in (["--device", "cuda", "--quick"], ["--device", "tpu", "--quick"]):
         with pytest.raises(SystemExit) as exc:
             bat.main(argv)
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert argv[1] in err and ("--device cpu" in err or "expected one of" in err)
+    assert torch.get_num_threads() == threads  # refused before it set any threads
