@@ -309,7 +309,7 @@ class Attack:
         if self.norm == "linf":
             lo, hi = self.linf_box(x)
             noise = torch.empty(x.shape, dtype=x.dtype, device=x.device).uniform_(-self.eps, self.eps)
-            return torch.maximum(torch.minimum(x + noise, hi), lo)
+            return torch.clamp(x + noise, lo, hi)
         d = torch.randn(x.shape, dtype=x.dtype, device=x.device)
         r = torch.rand(len(x), 1, 1, 1, device=x.device) * self.eps
         return self.project(x + _unit(d) * r, x)
