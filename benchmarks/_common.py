@@ -6,6 +6,7 @@ Not a test and not part of the package: the scripts put ``benchmarks/`` on ``sys
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib.metadata
 import os
@@ -108,6 +109,16 @@ class Timing:
     def spread(self) -> float:
         """(max − min) / median: how much the repeats disagree."""
         return (max(self.times) - min(self.times)) / self.median if self.median > 0 else 0.0
+
+
+def parse_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
+    """Gives the device ``--device name`` stands for, or exits 2 through ``parser`` naming the fix."""
+    from robustbench_wbc.device import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def timer(device: torch.device, clock: Callable[[], float] = time.perf_counter) -> Callable[[], float]:

@@ -622,12 +622,8 @@ def main(argv: list[str] | None = None) -> None:
         a.n_images, a.repeats = 64, 1
     from robustbench_wbc import paths
     from robustbench_wbc.data.splits import SPLITS
-    from robustbench_wbc.device import resolve_device
 
-    try:
-        device = resolve_device(a.device)
-    except ValueError as exc:
-        p.error(str(exc))
+    device = _common.parse_device(p, a.device)
     if device.type == "cuda" and a.clock == "cpu":
         p.error("--clock cpu times this process on the CPU, not the GPU's work: use the wall clock with --device cuda")
     _common.set_threads(a.threads)  # after the usage errors: a refused command changes nothing

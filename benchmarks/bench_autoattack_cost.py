@@ -39,7 +39,6 @@ import _common  # noqa: E402
 import robustbench_wbc.attacks.autoattack_backend  # noqa: F401  (registers the backend)
 from robustbench_wbc.attacks import ATTACKS, build_attack, parse_eps
 from robustbench_wbc.data import SPLITS
-from robustbench_wbc.device import resolve_device
 from robustbench_wbc.models.hub import load_model
 from robustbench_wbc.models.networks import HeadView
 
@@ -75,10 +74,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto: where both run")
     a = p.parse_args()
     eps = parse_eps(a.eps)[0]
-    try:
-        device = resolve_device(a.device)
-    except ValueError as exc:
-        p.error(str(exc))
+    device = _common.parse_device(p, a.device)
     if a.threads:
         torch.set_num_threads(a.threads)
     now = _common.timer(device)

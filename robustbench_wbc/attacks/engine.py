@@ -92,10 +92,11 @@ def linf_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor
     order of x's float spacing, which can be many floats of a bound near 0 (x ≈ eps). Computed in
     :func:`image_slices`.
     """
-    if x.ndim == 0 or len(image_slices(x)) == 1:
+    slices = image_slices(x) if x.ndim else []
+    if len(slices) <= 1:
         return _linf_bounds(x, eps)
     lo, hi = torch.empty_like(x), torch.empty_like(x)
-    for s in image_slices(x):
+    for s in slices:
         lo[s], hi[s] = _linf_bounds(x[s], eps)
     return lo, hi
 
@@ -118,7 +119,7 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> torc
     """
     if norm == "linf":
         lo, hi = linf_bounds(x, eps)
-        return torch.maximum(torch.minimum(x_adv, hi), lo)
+        return torch.clamp(x_adv, lo, hi)  # lo ≤ hi: the projection onto the bounds
     delta = x_adv - x
     size = delta.flatten(1).norm(dim=1).view(-1, *([1] * (x.ndim - 1)))
     scale = torch.clamp(eps * (1 - 1e-6) / size.clamp_min(1e-12), max=1.0)
