@@ -53,24 +53,36 @@ def _robust(model, data, spec):
         return model(adv)["logits"].argmax(1) == data.labels, adv
 
 
-@pytest.mark.parametrize("fold", [True, False], ids=["folding-on", "folding-off"])
-def test_bf16_crafting_is_checked_restores_the_model_and_agrees_with_fp32(load_tiny, data, fold, monkeypatch):
-    """bf16 crafts on the model itself, BatchNorm not folded (folded weights round worse in bf16: fusion.py)."""
-    monkeypatch.setattr(fusion, "ENABLED", fold)
+@pytest.mark.parametrize("copy", [True, False], ids=["crafting-copy", "copies-off"])
+def test_bf16_crafting_is_checked_restores_the_model_and_agrees_with_fp32(load_tiny, data, copy, monkeypatch):
+    """bf16 crafts under autocast on channels-last inputs: through the crafting copy (BatchNorm not folded,
+    weights cast to bfloat16 once: fusion.py), or on the model itself where copies are off."""
+    monkeypatch.setattr(fusion, "ENABLED", copy)
     model = load_tiny("tiny_cls")
     params = {k: v.clone() for k, v in model.state_dict().items()}
     spec32 = ATTACKS.get("pgd").spec(8 / 255, "cls")
     spec16 = ATTACKS.get("pgd").spec(8 / 255, "cls", precision="bf16")
     ok32, _ = _robust(model, data, spec32)
-    seen = []
-    hook = model.register_forward_pre_hook(lambda m, args: seen.append(
+    # the copy the attack will take from the cache (made on the first images; it is per model and precision)
+    crafter = fusion.crafting_copy(model.eval(), data.images[:8].contiguous(memory_format=torch.channels_last),
+                                   "bf16") if copy else model
+    if copy:  # BatchNorm folded in the fp32 copy, not in the bf16 one
+        assert fusion.has_batchnorm(crafter) and not fusion.has_batchnorm(fusion.crafting_copy(model, data.images[:8]))
+    seen = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args, key=key: seen.setdefault(key, []).append(
         (torch.is_autocast_enabled("cpu"), args[0].is_contiguous(memory_format=torch.channels_last))))
+        for key, m in (("model", model), ("crafter", crafter))]
     try:
         ok16, adv16 = _robust(model, data, spec16)
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     # the attack's own passes ran under bf16 autocast on channels-last inputs; the verdict pass after it did not
-    assert seen[0] == (True, True) and not seen[-1][0] and all(s == (True, True) for s in seen[:-1])
+    crafted = seen["crafter"][:-1] if not copy else seen["crafter"]
+    assert crafted and all(s == (True, True) for s in crafted)
+    assert not seen["model"][-1][0]
+    if copy:  # the model itself ran the verdict pass only
+        assert len(seen["model"]) == 1
     # the model comes back as it was: same weights, same (contiguous) layout
     for k, v in model.state_dict().items():
         assert torch.equal(v, params[k]) and v.is_contiguous()

@@ -1,4 +1,5 @@
-"""The engine's BatchNorm-folded crafting copy (attacks/fusion.py): same function, cached, refused when it differs."""
+"""The engine's crafting copy (attacks/fusion.py): BatchNorm folded, convolutions rewritten, bf16 weights cast once;
+the same function, cached, refused when it differs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robustbench_wbc.attacks import ATTACKS, build_attack, fusion
@@ -119,3 +121,113 @@ def test_a_custom_model_returning_a_tensor_folds_through_its_wrapper(images):
     assert copy is not None and not fusion.has_batchnorm(copy)
     with torch.no_grad():
         assert torch.allclose(copy(images)["logits"], wrapped(images)["logits"], atol=1e-5)
+
+
+# --- the convolution rewrites --------------------------------------------------------------------
+@pytest.mark.parametrize("stride,kernel,padding,size", [
+    (2, 7, 3, (64, 64)),  # a ResNet stem
+    (2, 3, 1, (33, 33)),  # a resnet10t stem on an odd size
+    (2, 4, 0, (31, 30)),
+    (3, 5, 2, (20, 23)),  # a stride that does not divide the padded size
+    (2, (3, 5), (1, 2), (17, 22)),  # rectangular kernel and padding
+    (2, 1, 0, (9, 9)),  # a kernel smaller than the stride
+])
+def test_space_to_depth_is_the_strided_convolution(stride, kernel, padding, size):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, kernel, stride, padding).double()
+    stem = fusion.SpaceToDepthConv(conv)
+    x = torch.rand(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    want, got = conv(x), stem(x)
+    assert got.shape == want.shape and torch.allclose(got, want, rtol=0, atol=1e-12)
+    g = torch.randn_like(want)
+    assert torch.allclose(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size,stride,whole", [(1, 1, True), (2, 1, True), (2, 2, True), (3, 1, False), (4, 1, False)])
+@pytest.mark.parametrize("n", [3, 40], ids=["sgemm", "gemm-as-conv"])  # both fp32 forms (WholeMapConv.GEMM_AS_CONV)
+def test_whole_map_convolution_is_the_convolution(size, stride, whole, n):
+    """A 3×3 convolution on a map where every output sees every input is one matrix; elsewhere the convolution runs."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, stride, 1).requires_grad_(False)
+    dense = fusion.WholeMapConv(conv)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(n, 6, size, size).contiguous(memory_format=layout).requires_grad_(True)
+        want, got = conv(x), dense(x)
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+        g = torch.randn_like(want)
+        assert torch.allclose(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], atol=1e-5)
+    assert (dense.dense[(size, size)] is not None) == whole
+
+
+class _StemNet(nn.Module):
+    """A strided stem, BatchNorm, and a convolution on a 2×2 map: every rewrite of the crafting copy applies."""
+
+    def __init__(self, batchnorm: bool = True):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 7, 2, 3)
+        self.bn = nn.BatchNorm2d(8) if batchnorm else nn.Identity()
+        self.deep = nn.Conv2d(8, 8, 3, 1, 1)
+        self.head = nn.Linear(8, 5)
+        if batchnorm:
+            with torch.no_grad():
+                self.bn.running_mean.uniform_(-1, 1)
+                self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(torch.relu(self.bn(self.stem(x))), 2)
+        return {"logits": self.head(torch.relu(self.deep(x)).mean((2, 3)))}
+
+
+def _kinds(module):
+    return {type(m).__name__ for m in module.modules()}
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_the_copy_rewrites_the_stem_and_whole_map_convolutions(images, batchnorm, monkeypatch):
+    torch.manual_seed(0)
+    model = _StemNet(batchnorm).eval()
+    # in fp32, a matrix of 32 × 32 entries is below the size where the matrix product pays
+    assert "WholeMapConv" not in _kinds(fusion.crafting_copy(model, images))
+    monkeypatch.setattr(fusion, "WHOLE_MAP_FP32_ENTRIES", 32 * 32)
+    model = _StemNet(batchnorm).eval()
+    copy = fusion.crafting_copy(model, images)
+    assert copy is not None  # without BatchNorm too: the rewrites alone are worth a copy
+    assert {"SpaceToDepthConv", "WholeMapConv"} <= _kinds(copy) and not fusion.has_batchnorm(copy)
+    assert {"SpaceToDepthConv", "WholeMapConv"}.isdisjoint(_kinds(model))  # the model itself is untouched
+    x = images.clone().requires_grad_(True)
+    want, got = model(x)["logits"], copy(x)["logits"]
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0], atol=1e-5)
+
+    monkeypatch.setattr(fusion, "REWRITE_CONVS", False)
+    plain = fusion.crafting_copy(_StemNet(batchnorm).eval(), images)
+    if batchnorm:  # folded only
+        assert plain is not None and {"SpaceToDepthConv", "WholeMapConv"}.isdisjoint(_kinds(plain))
+    else:  # nothing left to gain: the model itself
+        assert plain is None
+
+
+def test_the_bf16_copy_makes_autocasts_weight_cast_once(images, monkeypatch):
+    """Without the rewrites, the bf16 copy under autocast is the model under autocast, bit for bit."""
+    import copy as copy_module
+
+    monkeypatch.setattr(fusion, "REWRITE_CONVS", False)
+    model = _StemNet().eval()
+    copy16 = fusion.crafting_copy(model, images, "bf16")
+    assert copy16 is not None and copy16 is not fusion.crafting_copy(model, images)  # cached apart from fp32's
+    assert fusion.crafting_copy(model, images, "bf16") is copy16
+    assert fusion.has_batchnorm(copy16)  # not folded: folded scales round worse in bfloat16
+    layers = [m for m in copy16.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(p.dtype == torch.bfloat16 for m in layers for p in m.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x = images.contiguous(memory_format=torch.channels_last)
+    reference = copy_module.deepcopy(model).to(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(copy16(x)["logits"], reference(x)["logits"])
+
+    monkeypatch.setattr(fusion, "REWRITE_CONVS", True)  # rewritten: the same function, summed in another order
+    rewritten = fusion.crafting_copy(copy_module.deepcopy(model), images, "bf16")
+    assert {"SpaceToDepthConv", "WholeMapConv"} <= _kinds(rewritten)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = reference(x)["logits"].float()
+        assert torch.allclose(rewritten(x)["logits"].float(), want, atol=0.05 * want.abs().max().item())

@@ -446,10 +446,9 @@ class BuiltAttack:
                 x = x.contiguous(memory_format=torch.channels_last)
             model = self.counter.model
             with frozen(model):
-                # in fp32 the engine crafts through a copy with BatchNorm folded (channels-last already) where
-                # it reproduces the model (fusion.py; not in bf16, where folded weights round worse); the
-                # verdicts are the model's own
-                copy = crafting_copy(model, x) if self.entry.engine and self.precision == "fp32" else None
+                # the engine crafts through a copy of the model in the forms a CPU computes fastest (channels-last
+                # already; fusion.py) where it reproduces the model; the verdicts are the model's own
+                copy = crafting_copy(model, x, self.precision) if self.entry.engine else None
                 layout = autocast(self.precision, x.device) if copy is not None else \
                     crafting(model, self.precision, x.device, channels_last)
                 self.counter.model = copy if copy is not None else model
