@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_attack_throughput.py                 # 256 images, median of 3
     .venv/bin/python benchmarks/bench_attack_throughput.py --quick         # a smoke run: 64 images, 1 repeat
     .venv/bin/python benchmarks/bench_attack_throughput.py --zoo --out throughput.md
-    .venv/bin/python benchmarks/bench_attack_throughput.py --explore       # + ours without its copy or rewrites, bare-loop variants
+    .venv/bin/python benchmarks/bench_attack_throughput.py --explore       # + ours without copy or rewrites, bare loops
     .venv/bin/python benchmarks/bench_attack_throughput.py --device cuda   # every variant on the GPU
 
 On the same model, images (SynthWBC ``synth:test``, 64 px) and budget (eps 8/255, 10 steps of eps/4
@@ -48,10 +48,11 @@ models are trained on the CPU, then moved; ART gets ``device_type="gpu"``; times
 ``torch.cuda.synchronize``); the CPU is the default.
 ``--explore`` adds the suite's cell crafting on the model itself in fp32 and in bf16 (no crafting
 copy: what the copy gives, ``attacks/fusion.py``), on a copy whose convolutions are not rewritten
-(BatchNorm folded only: what the stem and whole-map rewrites give), the suite's cell without predicted exits (every active image gets a forward and a backward
-pass each step, ``engine.PREDICT_EXITS = False``: what the forward-only probe of the images whose
-damage trend says they are fooled gives), and variants of the bare loop: fp32 on channels-last,
-with early exit, bf16 autocast on channels-last.
+(BatchNorm folded only: what the stem and whole-map rewrites give), the suite's cell without
+predicted exits (every active image gets a forward and a backward pass each step,
+``engine.PREDICT_EXITS = False``: what the forward-only probe of the images whose damage trend
+says they are fooled gives), and variants of the bare loop: fp32 on channels-last, with early
+exit, bf16 autocast on channels-last.
 """
 
 from __future__ import annotations
@@ -619,8 +620,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default="",
                    help=f"comma-separated (default: {', '.join(VARIANTS)}; --explore adds more)")
     p.add_argument("--explore", action="store_true",
-                   help="add ours without its crafting copy, convolution rewrites or predicted exits, and the bare loop on channels-last, "
-                        "with early exit, in bf16")
+                   help="add ours without its crafting copy, convolution rewrites or predicted exits, and the bare loop "
+                        "on channels-last, with early exit, in bf16")
     p.add_argument("--zoo", action="store_true", help="add the zoo's resnet10t_cls and resnet10t_cls_at")
     p.add_argument("--zoo-only", action="store_true", help="only the zoo's pair (no resnet18 training)")
     p.add_argument("--cache", type=Path, default=None,
