@@ -11,7 +11,7 @@ from pyautoattack import AutoAttack
 from torch import nn
 
 import robustbench_wbc.attacks.autoattack_backend as aab  # registers the backend (not yet in attacks/__init__)
-from robustbench_wbc.attacks import ATTACKS, build_attack, check_threat_model
+from robustbench_wbc.attacks import ATTACKS, build_attack, check_threat_model, fusion
 from robustbench_wbc.data import SPLITS
 from robustbench_wbc.models.networks import HeadView
 
@@ -173,7 +173,7 @@ def test_fast_is_a_prefix_of_standard(data):
     assert fast.passes[0] < standard.passes[0]
 
 
-def test_same_result_as_pyautoattack_directly(tiny, data):
+def test_same_result_as_pyautoattack_directly(tiny, data, monkeypatch):
     x = data.images
     y = predicted(tiny, x)
     eps = 1 / 255  # some images survive: a non-trivial comparison
@@ -184,9 +184,13 @@ def test_same_result_as_pyautoattack_directly(tiny, data):
     adversary.apgd_targeted.n_target_classes = 4
     direct, _ = adversary.run_standard_evaluation(x.contiguous(), y)  # the split's images are channels-last:
     # AutoAttack .view()s the input gradient, which takes their layout, and fails
-    attack = build_attack(spec("autoattack-fast", eps), tiny)
-    suite = attack(x, y, None, active=correct(tiny, x, y))
-    robust_direct, robust_suite = correct(tiny, direct, y), correct(tiny, suite, y)
+    robust_direct = correct(tiny, direct, y)
     assert 0 < robust_direct.sum() < len(x)
-    assert torch.equal(robust_direct, robust_suite)
+    # on the model itself (crafting copies off) the suite's run is AutoAttack's, bit for bit
+    monkeypatch.setattr(fusion, "ENABLED", False)
+    suite = build_attack(spec("autoattack-fast", eps), tiny)(x, y, None, active=correct(tiny, x, y))
     assert torch.equal(direct, suite)
+    # through the crafting copy (BatchNorm folded: the same function up to float rounding) the same verdicts
+    monkeypatch.setattr(fusion, "ENABLED", True)
+    suite = build_attack(spec("autoattack-fast", eps), tiny)(x, y, None, active=correct(tiny, x, y))
+    assert (correct(tiny, suite, y) != robust_direct).sum() <= 1

@@ -231,3 +231,52 @@ def test_the_bf16_copy_makes_autocasts_weight_cast_once(images, monkeypatch):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         want = reference(x)["logits"].float()
         assert torch.allclose(rewritten(x)["logits"].float(), want, atol=0.05 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("attack_id", ["pgd@torchattacks", "pgd@art", "apgd-ce"])
+def test_library_attacks_craft_through_the_copy(load_tiny, attack_id, monkeypatch):
+    """torchattacks, ART and AutoAttack run on the crafting copy, with the contiguous outputs and input
+    gradients they need; the verdicts (the model's own) agree with theirs on the model itself up to a
+    borderline image."""
+    from robustbench_wbc.data import SPLITS
+
+    data = SPLITS.get("synth:test").load(32, 32)
+    model = load_tiny("tiny_cls").eval()
+    copy = fusion.crafting_copy(model, data.images)
+    calls = []
+    hook = copy.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+    results = {}
+    try:
+        for on in (True, False):
+            monkeypatch.setattr(fusion, "ENABLED", on)
+            attack = build_attack(ATTACKS.get(attack_id).spec(8 / 255, "cls"), model)
+            torch.manual_seed(0)
+            adv = attack(data.images, data.labels, None)
+            with torch.no_grad():
+                results[on] = model(adv)["logits"].argmax(1) == data.labels
+            if on:
+                n_calls = len(calls)
+    finally:
+        hook.remove()
+    assert n_calls > 0 and len(calls) == n_calls  # the library ran the copy; with copies off, never
+    assert (results[True] != results[False]).sum() <= 1
+
+
+def test_a_plugin_attack_gets_the_model_itself(load_tiny, restore_attacks):
+    """A plugin's own attack may look into the model it is given: it gets the model, not a copy."""
+    from robustbench_wbc.attacks.base import register_attack
+
+    model = load_tiny("tiny_cls").eval()
+    seen = []
+
+    @register_attack("fusion-plugin-test", norm="linf")
+    def look(view, eps):
+        def run(images, labels):
+            with torch.no_grad():
+                seen.append((view.model.model, view(images)))
+            return images
+        return run
+
+    images = torch.rand(4, 3, 32, 32)
+    build_attack(ATTACKS.get("fusion-plugin-test").spec(8 / 255, "cls"), model)(images, torch.zeros(4, dtype=torch.long), None)
+    assert seen and seen[0][0] is model

@@ -377,6 +377,22 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         model.train(mode)
 
 
+# the libraries whose attacks craft through the crafting copy, as the engine's do (a plugin's own gets the model)
+COPY_BACKENDS = ("autoattack", "torchattacks", "art")
+
+
+class ContiguousOutputs(nn.Module):
+    """The wrapped model with its outputs contiguous (a crafting copy's are channels-last)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        out = self.model(x)
+        return {k: v.contiguous() for k, v in out.items()} if isinstance(out, dict) else out.contiguous()
+
+
 # a chunked engine attack takes up to this many batches per call, within this many bytes per image tensor
 CHUNK_BATCHES = 4
 CHUNK_BYTES = 64 * 2**20
@@ -446,9 +462,13 @@ class BuiltAttack:
                 x = x.contiguous(memory_format=torch.channels_last)
             model = self.counter.model
             with frozen(model):
-                # the engine crafts through a copy of the model in the forms a CPU computes fastest (channels-last
-                # already; fusion.py) where it reproduces the model; the verdicts are the model's own
-                copy = crafting_copy(model, x, self.precision) if self.entry.engine else None
+                # the engine and the libraries the suite wraps craft through a copy of the model in the forms a
+                # CPU computes fastest (channels-last already; fusion.py) where it reproduces the model; a
+                # plugin's own attack gets the model itself. The verdicts are the model's own
+                crafts_on_copy = self.entry.engine or self.entry.backend in COPY_BACKENDS
+                copy = crafting_copy(model, x, self.precision) if crafts_on_copy else None
+                if copy is not None and not self.entry.engine:
+                    copy = ContiguousOutputs(copy)  # some libraries .view() what the model gives them
                 layout = autocast(self.precision, x.device) if copy is not None else \
                     crafting(model, self.precision, x.device, channels_last)
                 self.counter.model = copy if copy is not None else model

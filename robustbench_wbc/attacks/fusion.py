@@ -23,10 +23,11 @@ Three rewrites, each the same function up to float rounding:
 In bf16 crafting the copy's convolution and linear weights are cast to bfloat16 once, the cast
 autocast makes on every call (the same values: frozen weights are not in autocast's cache).
 
-The engine's attacks (FGSM, PGD) take their gradients through such a copy, kept on channels-last
-weights; the clean and adversarial verdicts, the model checks and the library backends still use
-the model itself, so a copy can only change which adversarial is found, by float rounding, never
-how it is scored. ``make bench`` measures what each rewrite gives (``benchmarks/README.md``).
+The engine's attacks (FGSM, PGD, CW) and the libraries the suite wraps (torchattacks, ART,
+AutoAttack: ``base.COPY_BACKENDS``) take their gradients through such a copy, kept on channels-last
+weights (the libraries get its outputs and input gradients contiguous); a plugin's own attack gets
+the model itself. The clean and adversarial verdicts and the model checks use the model itself, so
+a copy can only change which adversarial is found, by float rounding, never how it is scored. ``make bench`` measures what each rewrite gives (``benchmarks/README.md``).
 
 A copy is made with ``torch.fx`` (the model must trace symbolically: no data-dependent Python
 control flow) and accepted only if it gives the model's outputs on the attack's own images, head
