@@ -18,7 +18,7 @@ Three rewrites, each the same function up to float rounding:
   kernel tap of every output lands on the map, so the convolution is one dense ``(H·W·C_in) →
   (H'·W'·C_out)`` matrix with no zero blocks, no more multiply-adds than the convolution itself,
   in one GEMM (oneDNN convolutions are slow on 2×2 maps: a resnet18's layer 4 at 64 px, forward and
-  input gradient 9.8 → 5.8 ms per batch of 64 in fp32, 5.9 → 1.5 ms in bf16).
+  input gradient 9.8 → 6.8 ms per batch of 64 in fp32, 5.9 → 1.5 ms in bf16).
 
 In bf16 crafting the copy's convolution and linear weights are cast to bfloat16 once, the cast
 autocast makes on every call (the same values: frozen weights are not in autocast's cache).
@@ -27,15 +27,16 @@ The engine's attacks (FGSM, PGD, CW) and the libraries the suite wraps (torchatt
 AutoAttack: ``base.COPY_BACKENDS``) take their gradients through such a copy, kept on channels-last
 weights (the libraries get its outputs and input gradients contiguous); a plugin's own attack gets
 the model itself. The clean and adversarial verdicts and the model checks use the model itself, so
-a copy can only change which adversarial is found, by float rounding, never how it is scored. ``make bench`` measures what each rewrite gives (``benchmarks/README.md``).
+a copy can only change which adversarial is found, by float rounding, never how it is scored.
+``make bench`` measures what the copy and its rewrites give (``benchmarks/README.md``).
 
 A copy is made with ``torch.fx`` (the model must trace symbolically: no data-dependent Python
 control flow) and accepted only if it gives the model's outputs on the attack's own images, head
 by head, within 1e-4 of their scale (in fp32, before any bfloat16 cast); otherwise, or where no
 rewrite applies in fp32, the attack crafts on the model itself. A copy is cached per model object,
-precision and ``REWRITE_CONVS``, and made again when a parameter or buffer changes: its tensor's address, version
-counter, dtype, device or shape moved, and the sum of its values with it (a change of memory
-layout alone keeps the copy).
+precision and ``REWRITE_CONVS``, and made again when a parameter or buffer changes: its tensor's
+address, version counter, dtype, device or shape moved, and the sum of its values with it (a change
+of memory layout alone keeps the copy).
 ``ENABLED = False`` turns copies off, ``REWRITE_CONVS = False`` the two convolution rewrites (the
 benchmarks measure both).
 """
@@ -60,9 +61,6 @@ PROBE_IMAGES = 8  # images on which a copy must reproduce the model's outputs
 TOLERANCE = 1e-4  # of each head's largest absolute output (at least 1)
 STEM_CHANNELS = 4  # a strided convolution of at most this many channels is rewritten (SpaceToDepthConv) ...
 STEM_ZERO_TAPS = 0.25  # ... where at most this fraction of its rearranged kernel is zero padding
-# fp32: a whole-map convolution is a matrix product from a matrix of this many entries (512 × 512), below
-# which oneDNN's convolution is as fast (WholeMapConv); bf16: always
-WHOLE_MAP_FP32_ENTRIES = 1 << 18
 
 # model -> {(precision, REWRITE_CONVS): (fingerprint, checksums, its copy or None)}
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, bool], tuple[tuple, tuple, nn.Module | None]]] = \
@@ -131,7 +129,7 @@ def _build(model: nn.Module, probe: torch.Tensor, precision: str) -> nn.Module |
     made.eval()
     for p in made.parameters():
         p.requires_grad_(False)
-    rewritten = _rewrite_convs(made, probe, precision) if REWRITE_CONVS else 0
+    rewritten = _rewrite_convs(made, probe) if REWRITE_CONVS else 0
     if precision == "fp32" and not fold and not rewritten:
         return None  # the model itself, in other words
     with torch.no_grad():
@@ -191,7 +189,7 @@ def _stem(m: nn.Conv2d) -> bool:
     return m.stride[1] == s > 1 and m.in_channels <= STEM_CHANNELS and 1 - kh * kw / padded <= STEM_ZERO_TAPS
 
 
-def _rewrite_convs(made: nn.Module, probe: torch.Tensor, precision: str) -> int:
+def _rewrite_convs(made: nn.Module, probe: torch.Tensor) -> int:
     """Rewrites ``made``'s convolutions in place where a faster form applies; gives how many.
 
     :class:`WholeMapConv` is decided by the map a convolution sees, so every candidate is wrapped,
@@ -199,7 +197,6 @@ def _rewrite_convs(made: nn.Module, probe: torch.Tensor, precision: str) -> int:
     """
     wrapped = {}
     count = 0
-    smallest = WHOLE_MAP_FP32_ENTRIES if precision == "fp32" else 0
     for name, m in list(made.named_modules()):
         if not _plain(m):
             continue
@@ -207,7 +204,7 @@ def _rewrite_convs(made: nn.Module, probe: torch.Tensor, precision: str) -> int:
             _replace(made, name, SpaceToDepthConv(m))
             count += 1
         else:
-            wrapped[name] = WholeMapConv(m, smallest)
+            wrapped[name] = WholeMapConv(m)
             _replace(made, name, wrapped[name])
     if wrapped:
         with torch.no_grad():
@@ -226,8 +223,8 @@ def _rewrite_convs(made: nn.Module, probe: torch.Tensor, precision: str) -> int:
 def _to_bf16(made: nn.Module) -> None:
     """Casts the weights of the layers bfloat16 autocast computes in bfloat16 (convolutions, linear
     layers and their rewrites) to bfloat16: the cast autocast would make on every call, made once."""
-    for m in made.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, SpaceToDepthConv)):
+    for m in made.modules():  # exactly these types: a subclass may use its weight otherwise (MultiheadAttention's)
+        if type(m) in (nn.Conv2d, nn.Linear, SpaceToDepthConv):
             m.to(torch.bfloat16)
         elif isinstance(m, WholeMapConv):
             m.to(torch.bfloat16)
@@ -268,37 +265,34 @@ class WholeMapConv(nn.Module):
     For an ``H×W`` input where each output position's kernel window covers every input position
     (a 3×3 convolution, padding 1, on a 2×2 map), the convolution is a dense matrix from the
     input's ``H·W·C_in`` values to the output's ``H'·W'·C_out`` with no zero blocks: a GEMM of as
-    many multiply-adds as the convolution. Built per map size on first use; other sizes run the
-    convolution itself, as do maps whose matrix has fewer than ``smallest`` entries. In fp32 the
-    product runs as oneDNN's 1×1 convolution with the images as positions (from 32 images; MKL's
-    sgemm otherwise), in bfloat16 as ``F.linear`` (oneDNN's bf16 GEMM).
+    many multiply-adds as the convolution, computed by ``F.linear`` (MKL's sgemm in fp32, oneDNN's
+    GEMM in bfloat16; the same result whatever the number of threads, which oneDNN's 1×1
+    convolution of the same product does not give). Built per map size on first use; other sizes
+    run the convolution itself.
 
-    Measured on 2 cores (forward and input gradient, batches of 64 and 128, channels in = out):
-    fp32, 2×2 maps, 64 channels 0.82–1.12×, 128 1.52–1.81×, 256 1.78–1.94×, 512 1.79–3.28×; 1×1 maps
-    64–128 channels 0.77–1.13×, 256 1.42–1.75×, 512 5.4–6.0×; bf16 1.26× (64 channels) to 7.6× (512).
+    Measured on 2 cores (forward and input gradient, batches of 64 and 128, channels in = out,
+    64–512): fp32 1.23–1.78× on 2×2 maps, 2.4–8.2× on 1×1 maps; bf16 1.26–3.9× and 1.3–7.6×.
     """
 
-    GEMM_AS_CONV = 32  # fp32: from this many images the 1×1-convolution form is the faster
-
-    def __init__(self, conv: nn.Conv2d, smallest: int = 0) -> None:
+    def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
-        self.conv, self.smallest = conv, smallest
+        self.conv = conv
         self.dense: dict[tuple[int, int], tuple | None] = {}  # (H, W) -> (matrix, bias, H', W'), or None
 
     def _matrix(self, h: int, w: int) -> tuple | None:
         c = self.conv
         (kh, kw), (sh, sw), (ph, pw) = c.kernel_size, c.stride, c.padding
         out_h, out_w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        taps = [(a, b, i, j, i - a * sh + ph, j - b * sw + pw)
-                for a in range(out_h) for b in range(out_w) for i in range(h) for j in range(w)]
-        if out_h < 1 or out_w < 1 or not all(0 <= th < kh and 0 <= tw < kw for *_, th, tw in taps):
+        # output a's window starts at a·s − p: every window covers the whole map when the first one
+        # reaches its last row (h − 1 + p < k) and the last one starts at or before its first (p ≥ (H' − 1)·s)
+        whole = all(o >= 1 and n - 1 + p < k and p >= (o - 1) * st
+                    for o, n, p, k, st in ((out_h, h, ph, kh, sh), (out_w, w, pw, kw, sw)))
+        if not whole:
             return None  # some output misses some input: the matrix would have zero blocks
-        if out_h * out_w * c.out_channels * h * w * c.in_channels < self.smallest:
-            return None
         weight = c.weight.detach()
         m = weight.new_empty(out_h, out_w, c.out_channels, h, w, c.in_channels)
-        for a, b, i, j, th, tw in taps:
-            m[a, b, :, i, j, :] = weight[:, :, th, tw]
+        for a, b, i, j in itertools.product(range(out_h), range(out_w), range(h), range(w)):
+            m[a, b, :, i, j, :] = weight[:, :, i - a * sh + ph, j - b * sw + pw]
         bias = None if c.bias is None else c.bias.detach().repeat(out_h * out_w)
         return m.reshape(out_h * out_w * c.out_channels, h * w * c.in_channels), bias, out_h, out_w
 
@@ -312,8 +306,5 @@ class WholeMapConv(nn.Module):
         m, bias, out_h, out_w = found
         n = len(x)
         flat = x.permute(0, 2, 3, 1).reshape(n, -1)  # (h, w, c) per image: free on channels-last
-        if m.dtype == torch.float32 and x.dtype == torch.float32 and n >= self.GEMM_AS_CONV:
-            y = F.conv2d(flat.t()[None, :, :, None], m[:, :, None, None], bias)[0, :, :, 0].t()
-        else:
-            y = F.linear(flat, m, bias)
+        y = F.linear(flat, m, bias)
         return y.reshape(n, out_h, out_w, -1).permute(0, 3, 1, 2)
