@@ -64,6 +64,8 @@ def test_the_copy_is_cached_until_the_weights_change(images):
     model = _BNNet().eval()
     copy = fusion.crafting_copy(model, images)
     assert fusion.crafting_copy(model, images) is copy
+    copy.train()  # a library that restores the mode it found, train, on the module it was given
+    assert fusion.crafting_copy(model, images) is copy and not copy.training
     model.to(memory_format=torch.channels_last).to(memory_format=torch.contiguous_format)
     assert fusion.crafting_copy(model, images) is copy  # a layout round trip: same values, same copy
     with torch.no_grad():

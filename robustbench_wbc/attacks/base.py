@@ -382,11 +382,12 @@ COPY_BACKENDS = ("autoattack", "torchattacks", "art")
 
 
 class ContiguousOutputs(nn.Module):
-    """The wrapped model with its outputs contiguous (a crafting copy's are channels-last)."""
+    """The wrapped model with its outputs contiguous (a crafting copy's are channels-last), in its mode."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.train(model.training)
 
     def forward(self, x: torch.Tensor):
         out = self.model(x)

@@ -100,11 +100,11 @@ def crafting_copy(model: nn.Module, probe: torch.Tensor, precision: str = "fp32"
     hits = _CACHE.setdefault(model, {})
     hit = hits.get(kind)
     if hit is not None and hit[0] == key:
-        return hit[2]
+        return hit[2] if hit[2] is None else hit[2].eval()  # a library may have set the mode it found (train)
     sums = _checksums(model)
     if hit is not None and hit[1] == sums:  # moved, not changed (a layout round trip): the copy still holds
         hits[kind] = (key, sums, hit[2])
-        return hit[2]
+        return hit[2] if hit[2] is None else hit[2].eval()
     made = _build(model, probe[:PROBE_IMAGES], precision)
     hits[kind] = (key, sums, made)
     return made
