@@ -381,19 +381,6 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 COPY_BACKENDS = ("autoattack", "torchattacks", "art")
 
 
-class ContiguousOutputs(nn.Module):
-    """The wrapped model with its outputs contiguous (a crafting copy's are channels-last), in its mode."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.train(model.training)
-
-    def forward(self, x: torch.Tensor):
-        out = self.model(x)
-        return {k: v.contiguous() for k, v in out.items()} if isinstance(out, dict) else out.contiguous()
-
-
 # a chunked engine attack takes up to this many batches per call, within this many bytes per image tensor
 CHUNK_BATCHES = 4
 CHUNK_BYTES = 64 * 2**20
@@ -468,8 +455,6 @@ class BuiltAttack:
                 # plugin's own attack gets the model itself. The verdicts are the model's own
                 crafts_on_copy = self.entry.engine or self.entry.backend in COPY_BACKENDS
                 copy = crafting_copy(model, x, self.precision) if crafts_on_copy else None
-                if copy is not None and not self.entry.engine:
-                    copy = ContiguousOutputs(copy)  # some libraries .view() what the model gives them
                 layout = autocast(self.precision, x.device) if copy is not None else \
                     crafting(model, self.precision, x.device, channels_last)
                 self.counter.model = copy if copy is not None else model

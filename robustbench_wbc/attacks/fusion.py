@@ -25,9 +25,10 @@ autocast makes on every call (the same values: frozen weights are not in autocas
 
 The engine's attacks (FGSM, PGD, CW) and the libraries the suite wraps (torchattacks, ART,
 AutoAttack: ``base.COPY_BACKENDS``) take their gradients through such a copy, kept on channels-last
-weights (the libraries get its outputs and input gradients contiguous); a plugin's own attack gets
-the model itself. The clean and adversarial verdicts and the model checks use the model itself, so
-a copy can only change which adversarial is found, by float rounding, never how it is scored.
+weights (the libraries get its outputs and input gradients contiguous, from ``HeadView`` and the
+pass counter); a plugin's own attack gets the model itself. The clean and adversarial verdicts and
+the model checks use the model itself, so a copy can only change which adversarial is found, by
+float rounding, never how it is scored.
 ``make bench`` measures what the copy and its rewrites give (``benchmarks/README.md``).
 
 A copy is made with ``torch.fx`` (the model must trace symbolically: no data-dependent Python
@@ -99,15 +100,12 @@ def crafting_copy(model: nn.Module, probe: torch.Tensor, precision: str = "fp32"
     key, kind = _fingerprint(model), (precision, REWRITE_CONVS)
     hits = _CACHE.setdefault(model, {})
     hit = hits.get(kind)
-    if hit is not None and hit[0] == key:
-        return hit[2] if hit[2] is None else hit[2].eval()  # a library may have set the mode it found (train)
-    sums = _checksums(model)
-    if hit is not None and hit[1] == sums:  # moved, not changed (a layout round trip): the copy still holds
-        hits[kind] = (key, sums, hit[2])
-        return hit[2] if hit[2] is None else hit[2].eval()
-    made = _build(model, probe[:PROBE_IMAGES], precision)
-    hits[kind] = (key, sums, made)
-    return made
+    if hit is None or hit[0] != key:
+        sums = _checksums(model)
+        # moved, not changed (a layout round trip): the copy still holds
+        made = hit[2] if hit is not None and hit[1] == sums else _build(model, probe[:PROBE_IMAGES], precision)
+        hit = hits[kind] = (key, sums, made)
+    return hit[2] if hit[2] is None else hit[2].eval()  # a library may have set the mode it found (train)
 
 
 def _build(model: nn.Module, probe: torch.Tensor, precision: str) -> nn.Module | None:

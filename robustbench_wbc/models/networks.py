@@ -168,7 +168,9 @@ class HeadView(nn.Module):
 
     torchattacks and ART expect ``model(x) -> Tensor``; this is the thin wrapper they need. It
     takes the wrapped model's mode: torchattacks restores the mode it found after each attack, and
-    a fresh module's default (train) would leave the model's BatchNorm in training mode.
+    a fresh module's default (train) would leave the model's BatchNorm in training mode. The head
+    comes back contiguous: some libraries ``.view()`` it, and a channels-last network (the suite's
+    crafting copy, ``attacks/fusion.py``) gives a channels-last mask.
     """
 
     def __init__(self, model: nn.Module, head: str) -> None:
@@ -177,4 +179,4 @@ class HeadView(nn.Module):
         self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[self.head]
+        return self.model(x)[self.head].contiguous()
