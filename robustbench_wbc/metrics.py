@@ -24,7 +24,7 @@ def balanced_accuracy(hits: torch.Tensor, labels: torch.Tensor) -> float:
     0.5
     """
     classes = labels.unique()
-    return float(torch.stack([hits[labels == c].float().mean() for c in classes]).mean()) if len(classes) else float("nan")
+    return float(torch.stack([hits[labels == c].double().mean() for c in classes]).mean()) if len(classes) else float("nan")
 
 
 def mask_pred(mask_logits: torch.Tensor) -> torch.Tensor:

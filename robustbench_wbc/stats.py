@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from robustbench_wbc.metrics import balanced_accuracy
+
 Z95 = 1.959963984540054
 BOOTSTRAP = 2000
 SEED = 0
@@ -83,6 +85,6 @@ def balanced(hits: torch.Tensor, labels: torch.Tensor) -> Measure:
         hc = h[y == c]
         per_class.append(hc[rng.integers(0, len(hc), size=(BOOTSTRAP, len(hc)))].mean(1))
     boot = np.mean(per_class, axis=0)
-    value = float(np.mean([h[y == c].mean() for c in classes]))
+    value = balanced_accuracy(hits.detach().cpu().bool(), labels.detach().cpu())  # the one definition of the value
     lo, hi = np.quantile(boot, [0.025, 0.975])
     return Measure(value, len(h), float(lo), float(hi))

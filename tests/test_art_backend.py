@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import robustbench_wbc.attacks.art_backend as art_backend  # registers the ART attacks
 from robustbench_wbc.attacks import ATTACKS, build_attack, check_threat_model
@@ -89,11 +91,23 @@ def test_art_attack_stays_within_budget(attack_id, load_tiny, data20):
     assert not any(m.training for m in model.modules())
 
 
+# what ART says when asked to attack at eps 0 (the attack runs as at any eps; its cell fails with this)
+ART_EPS0_ERRORS = {"fgsm@art": "eps_step` has to be positive", "pgd@art": "eps_step` has to be positive",
+                   "pgd-l2@art": "eps_step` has to be positive", "autoattack@art": "eps has to be"}
+
+
 @pytest.mark.parametrize("attack_id", [_case(a) for a in ART_IDS])
-def test_art_zero_eps_returns_the_images(attack_id, load_tiny, data20):
-    spec = ATTACKS.get(attack_id).spec(0.0, "cls")  # the factory runs; ART refuses eps 0, so it must wait
-    adv = build_attack(spec, load_tiny("tiny_cls"))(data20.images, data20.labels, None)
-    assert torch.equal(adv, data20.images)
+def test_art_at_zero_eps_refuses_or_returns_the_images(attack_id, load_tiny, data20):
+    """ART refuses a step (FGSM, PGD) or budget (its AutoAttack's APGD) of 0 with its own message; its CW, a
+    minimal-norm attack projected onto the ball, returns the images."""
+    spec = ATTACKS.get(attack_id).spec(0.0, "cls", **FAST[attack_id])  # the factory runs; ART refuses eps 0 when called
+    attack = build_attack(spec, load_tiny("tiny_cls"))
+    x, y = data20.images[:4], data20.labels[:4]
+    if attack_id in ART_EPS0_ERRORS:
+        with pytest.raises(ValueError, match=ART_EPS0_ERRORS[attack_id]):
+            attack(x, y, None)
+    else:
+        assert torch.equal(attack(x, y, None), x)
 
 
 def test_linf_projection_repairs_rounding_only():
@@ -124,15 +138,31 @@ def test_l2_projection_scales_into_the_ball():
     assert torch.equal(_project(near, x, "l2", 0.5), near)  # inside the ball: untouched
 
 
+def _robust(model, spec, data, seed: int = 0) -> torch.Tensor:
+    """Per image, the suite's verdict: classified correctly, clean and under the attack."""
+    torch.manual_seed(seed)
+    adv = build_attack(spec, model)(data.images, data.labels, None)
+    return _correct(model, data.images, data.labels) & _correct(model, adv, data.labels)
+
+
 @pytest.mark.parametrize("eps", [2 / 255, 8 / 255])
 def test_pgd_art_agrees_with_the_suites_pgd(eps, load_tiny, data40):
+    """Both are PGD-L∞, 10 steps of eps/4 from a random start, so they must fool the same images.
+
+    The one difference that may change a verdict is the random start: ART draws it from numpy
+    (seeded from torch, but another draw than the suite's), and a start can decide an image near the
+    boundary. Measured on these 40 images (10 classified correctly) over 12 seeds: the suite's PGD
+    changes up to 1 verdict from one seed to another at 2/255, and so does ART's; the two differ by at
+    most 1 image at 2/255, and by none at 8/255, where both fool every image. A weaker or stronger ART
+    PGD (another step, budget or loss) moves more.
+    """
     model = load_tiny("tiny_cls")
-    clean = _correct(model, data40.images, data40.labels).float().mean().item()
-    ours = _robust_acc(model, ATTACKS.get("pgd").spec(eps, "cls"), data40)
-    art = _robust_acc(model, ATTACKS.get("pgd@art").spec(eps, "cls"), data40)
-    assert art <= clean and abs(art - ours) <= 0.15
-    if eps == 2 / 255:
-        assert art < clean  # it does attack: some correct images fall
+    clean = _correct(model, data40.images, data40.labels)
+    ours = _robust(model, ATTACKS.get("pgd").spec(eps, "cls"), data40)
+    art = _robust(model, ATTACKS.get("pgd@art").spec(eps, "cls"), data40)
+    differ = (art != ours).sum().item()
+    assert differ <= 1, f"{differ} of {len(clean)} verdicts differ (ART robust {art.sum()}, ours {ours.sum()})"
+    assert art.sum() < clean.sum()  # it does attack: some correct images fall
 
 
 def test_fgsm_art_is_no_stronger_than_pgd_art(load_tiny, data40):
@@ -198,6 +228,40 @@ def test_autoattack_art_is_at_least_as_strong_as_fgsm(load_tiny, data40):
     assert aa <= fgsm
 
 
-def test_module_docstring_cites_art():
-    doc = art_backend.__doc__
-    assert "1807.01069" in doc and "Nicolae" in doc and "multiprocess" in doc
+class _ThreeClasses(nn.Module):
+    """Three classes, not the suite's five, from each channel's mean: ART must be told the number the logits have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.fc(x.mean((2, 3)))}
+
+
+def test_art_wrapper_does_what_the_module_docstring_says(monkeypatch, data20):
+    """The classifier gets the number of classes probed from the logits and clip values (0, 1); it is built on
+    the first call and again when the image shape changes; results come back as float32 on the images'
+    device; and ART's PGD has no early exit: every image takes every step, where the suite's drops those fooled."""
+    built = []
+    make = art_backend._classifier
+
+    def spy(model, images, nb_classes):
+        classifier = make(model, images, nb_classes)
+        built.append((tuple(images.shape[1:]), classifier.nb_classes, tuple(classifier.clip_values.tolist())))
+        return classifier
+
+    monkeypatch.setattr(art_backend, "_classifier", spy)
+    torch.manual_seed(0)
+    model = _ThreeClasses().eval()
+    labels = data20.labels % 3
+    small = F.interpolate(data20.images, size=24, mode="area")  # an average of pixels: still in [0, 1]
+    attack = build_attack(ATTACKS.get("pgd@art").spec(8 / 255, "cls", steps=5), model)
+    for images in (data20.images, small, small):
+        adv = attack(images, labels, None)
+        assert adv.shape == images.shape and adv.dtype == torch.float32 and adv.device == images.device
+    assert built == [((3, 32, 32), 3, (0.0, 1.0)), ((3, 24, 24), 3, (0.0, 1.0))]
+    assert attack.passes[1] == 5 * 3 * len(labels)
+    ours = build_attack(ATTACKS.get("pgd").spec(8 / 255, "cls", steps=5), model)
+    ours(data20.images, labels, None)
+    assert ours.passes[1] < 5 * len(labels)  # early exit: the count above tells the two apart

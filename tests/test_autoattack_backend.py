@@ -194,3 +194,28 @@ def test_same_result_as_pyautoattack_directly(tiny, data, monkeypatch):
     monkeypatch.setattr(fusion, "ENABLED", True)
     suite = build_attack(spec("autoattack-fast", eps), tiny)(x, y, None, active=correct(tiny, x, y))
     assert (correct(tiny, suite, y) != robust_direct).sum() <= 1
+
+
+def test_the_suite_hands_autoattack_the_whole_split(monkeypatch):
+    """More images than the runner's passes (128): the suite's AutoAttack is pyautoattack run directly on the same
+    images with the same batch size, bit for bit (one call, so the same batches, seeded the same)."""
+    from robustbench_wbc.bench import runner
+    from robustbench_wbc.bench.custom import HeadDict
+
+    x = SPLITS.get("synth:test").load(160, 32).images
+    torch.manual_seed(1)  # not linear: where the random start lies decides the result
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 32), nn.Tanh(), nn.Linear(32, 5))
+    model = HeadDict(net).eval()
+    y = predicted(model, x)
+    eps, batch = 2 / 255, 100  # AutoAttack's batches: 100 + 60 (per-128 calls would give 100 + 28, then 32)
+    assert len(x) > runner.BATCH_SIZE
+    adversary = AutoAttack(HeadView(model, "logits"), attacks=["apgd-ce"], device="cpu", eps=eps, norm="Linf", seed=0,
+                           version="custom")
+    adversary.verbose = False
+    adversary.apgd.n_restarts = 1
+    direct, _ = adversary.run_standard_evaluation(x.contiguous(), y, batch_size=batch)
+    assert 0 < correct(model, direct, y).sum() < len(x)  # some survive, some do not: a non-trivial comparison
+    monkeypatch.setattr(fusion, "ENABLED", False)  # on the model itself, as above
+    attack = build_attack(spec("apgd-ce", eps, batch_size=batch), model)
+    suite = runner.attack_images(attack, x, y, None, torch.ones(len(x), dtype=torch.bool))
+    assert torch.equal(direct, suite)

@@ -87,8 +87,14 @@ def test_bf16_crafting_is_checked_restores_the_model_and_agrees_with_fp32(load_t
     for k, v in model.state_dict().items():
         assert torch.equal(v, params[k]) and v.is_contiguous()
     assert (adv16 - data.images).abs().amax() <= 8 / 255 + 1e-6 and adv16.min() >= 0 and adv16.max() <= 1
-    # crafted in bf16, the attack still fools about as many images as in fp32 (verdicts both in fp32)
-    assert abs(ok16.float().mean() - ok32.float().mean()) <= 0.15
+    # crafted in bf16, the attack fools the same images as in fp32 (verdicts both in fp32): benchmarks/README.md
+    # promises at most 1 % of verdicts differ, here at most one image of the 48. Measured on tiny_cls: none at
+    # 8/255 (with or without the copy); at 1, 2 and 4/255 (not asserted) 1, 1 and 2 of 48 (3, 3, 4 of 240).
+    with torch.no_grad():
+        clean = model(data.images)["logits"].argmax(1) == data.labels
+    assert ok32.sum() < clean.sum()  # the attack does fool: the verdicts compared are not all "clean"
+    differ = (ok16 != ok32).sum().item()
+    assert differ <= max(1, int(0.01 * len(data.images))), f"{differ} of {len(data.images)} verdicts differ"
 
 
 def test_bf16_precision_validation_and_presets(load_tiny, restore_attacks):

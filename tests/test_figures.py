@@ -153,30 +153,32 @@ def four_models(bench_table) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def test_linear_fit():
-    x, y = np.array([0.9, 0.8, 0.6, 0.5]), np.array([0.6, 0.55, 0.5, 0.2])
-    np.testing.assert_allclose(F.linear_fit(x, y), np.polyfit(x, y, 1))
-    assert F.linear_fit([0.5], [0.4]) is None
-    assert F.linear_fit([0.5, 0.5], [0.4, 0.3]) is None
+def test_id_vs_ood_draws_the_effective_robustness_line(four_models, tmp_path):
+    """The figure's line is the shift analysis's fit (standard-trained models, logit axes), not a line of its own."""
+    from robustbench_wbc.report.shift import effective_robustness, from_axis, to_axis
 
-
-def test_id_vs_ood_fit_on_the_points(four_models, tmp_path):
-    points = F.id_ood_points(four_models)
+    big = four_models.assign(n=2000)  # enough images that the four ID values are told apart
+    points = F.id_ood_points(big)
     assert points.set_index("model")[["id", "ood"]].to_dict("index") == {
         m: {"id": pytest.approx(a), "ood": pytest.approx(b)} for m, (a, b) in ID_OOD.items()}
-    fig = F.id_vs_ood(four_models, tmp_path / "scatter.png")
+    fig = F.id_vs_ood(big, tmp_path / "scatter.png")
     png_ok(tmp_path / "scatter.png", fig)
     ax = fig.axes[0]
-    slope, intercept = np.polyfit(points["id"], points["ood"], 1)
+    fit_, _ = effective_robustness(big)
+    assert fit_["determined"], fit_["reason"]
     fit = next(ln for ln in ax.get_lines() if ln.get_gid() == "fit")
     xs = np.asarray(fit.get_xdata(), float)
-    np.testing.assert_allclose(fit.get_ydata(), slope * xs + intercept)
+    np.testing.assert_allclose(fit.get_ydata(), from_axis(fit_["slope"] * to_axis(xs) + fit_["intercept"]))
     ident = next(ln for ln in ax.get_lines() if ln.get_gid() == "identity")
     np.testing.assert_allclose(ident.get_xdata(), ident.get_ydata())
     drawn = np.concatenate([c.get_offsets() for c in ax.collections if str(c.get_gid()).startswith("points-")])
     np.testing.assert_allclose(sorted(map(tuple, drawn)), sorted(ID_OOD.values()))
     assert {c.get_gid() for c in ax.collections} >= {"points-classifier", "points-multitask"}
     assert {t.get_text() for t in ax.texts} == set(ID_OOD)  # labelled by model
+    # on 20 images the same four models cannot carry a line: none is drawn, and the title says why
+    fig = F.id_vs_ood(four_models, tmp_path / "small.png")
+    assert not [ln for ln in fig.axes[0].get_lines() if ln.get_gid() == "fit"]
+    assert "no line" in fig.axes[0].get_title()
 
 
 def test_id_vs_ood_on_the_bench(bench_table, test_only, tmp_path):

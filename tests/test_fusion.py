@@ -88,6 +88,61 @@ def test_no_copy_where_it_cannot_help_or_cannot_be_trusted(images, caplog, monke
     assert fusion.crafting_copy(_BNNet().eval(), images) is None
 
 
+class _Exposure(_BNNet):
+    """Squares an over-exposed batch (mean above 0.5) before classifying it: a Python branch on the data that the
+    tracer cannot read (the mean is symbolic while traced), so the copy keeps the other path and gives the model's
+    outputs on dark batches only."""
+
+    def forward(self, x):
+        try:
+            bright = float(x.detach().mean()) > 0.5
+        except TypeError:  # float() of a symbolic value, while traced
+            bright = False
+        return super().forward(x * x if bright else x)
+
+
+def _exposure() -> _Exposure:
+    """An ``_Exposure`` whose two paths give other outputs on bright images (not both cut off by its ReLU)."""
+    torch.manual_seed(0)
+    model = _Exposure().eval()
+    bright = 0.5 + 0.5 * torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert not torch.allclose(model(bright)["logits"], _BNNet.forward(model, bright)["logits"], atol=1e-3)
+    return model
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_copy_is_checked_on_each_new_batch_and_the_model_used_where_it_differs(images, caplog, precision):
+    model = _exposure()
+    dark, bright, bright2 = images * 0.8, 0.5 + 0.5 * images, 0.6 + 0.4 * images
+    copy = fusion.crafting_copy(model, dark, precision)
+    assert copy is not None  # made and checked on dark images: it reproduces the model there
+    with caplog.at_level(logging.WARNING, logger="robustbench_wbc.attacks.fusion"):
+        assert fusion.crafting_copy(model, bright, precision) is None  # a new batch, on which it does not
+        assert fusion.crafting_copy(model, bright2, precision) is None
+        assert fusion.crafting_copy(model, bright, precision) is None
+    assert caplog.text.count("does not reproduce the model's outputs on a batch") == 1  # logged once per copy
+    assert fusion.crafting_copy(model, dark, precision) is copy  # still the copy where it holds
+    assert fusion.crafting_copy(model, torch.cat([dark[:4], bright[:4]]), precision) is None  # a probe half bright
+
+
+def test_an_attack_on_a_batch_where_the_copy_differs_crafts_on_the_model(images, monkeypatch):
+    """With the copy checked once only (on the dark images), PGD on bright images would take the copy's gradients;
+    checked per batch, it gives what it gives with copies off, bit for bit."""
+    model = _exposure()
+    dark, bright = images * 0.8, 0.5 + 0.5 * images
+    labels = torch.arange(len(images)) % 5
+    spec = ATTACKS.get("pgd").spec(8 / 255, "cls")
+    adv = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(fusion, "ENABLED", enabled)
+        if enabled:
+            assert fusion.crafting_copy(model, dark) is not None  # the copy made and cached on dark images first
+        torch.manual_seed(0)
+        adv[enabled] = build_attack(spec, model)(bright, labels, None)
+    assert torch.equal(adv[True], adv[False])
+
+
 @pytest.mark.parametrize("model_id", ["tiny_cls", "tiny_multitask"])
 def test_attacks_through_the_copy_agree_with_attacks_on_the_model(load_tiny, model_id, monkeypatch):
     """Folding changes float rounding only: the same PGD finds the same verdicts, and the passes are counted."""

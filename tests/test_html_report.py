@@ -107,7 +107,7 @@ def test_report_has_the_tables_and_the_run(page, bench_table):
     for model in BENCH_MODELS:
         assert model in text
     assert len(board["rows"]) == 1 + len(BENCH_MODELS)  # header + a row per model
-    for head in ("clean acc ID %", "worst robust acc %", "pgd@8/255 robust acc %", "ensemble@8/255 robust acc %"):
+    for head in ("clean acc ID %", "worst robust acc L∞ %", "pgd L∞ 8/255 robust acc %", "ensemble L∞ 8/255 robust acc %"):
         assert head in text
     assert "key_low" not in text and "tied" not in text  # ranking internals stay out, as in the markdown
     for cls in ("runs", "cross-task", "by-class", "params", "models"):

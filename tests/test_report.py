@@ -11,6 +11,7 @@ from conftest import BENCH_ATTACKS, BENCH_EPS, BENCH_MODELS
 
 from robustbench_wbc.bench import CLEAN
 from robustbench_wbc.report import current_rows, eps_label, leaderboard, to_markdown
+from robustbench_wbc.report.leaderboard import header, robust_column
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def board(bench_table):
     return leaderboard(bench_table)
 
 
-ROBUST_COLS = [f"{a}@{eps_label(e, 'linf')}" for a in BENCH_ATTACKS for e in BENCH_EPS]
+ROBUST_COLS = [robust_column(a, "cls", "linf", e) for a in BENCH_ATTACKS for e in BENCH_EPS]
 
 
 @pytest.mark.parametrize(("eps", "norm", "label"), [
@@ -79,7 +80,7 @@ def test_numbers_come_from_the_table(board, bench_table):
     assert b.loc["tiny_cls", "clean_acc_id"] == pytest.approx(sel["value"].item())
     sel = t[(t["model"] == "tiny_multitask") & (t["split"] == "synth:test") & (t["attack"] == "pgd")
             & (t["eps"] == BENCH_EPS[-1]) & (t["target"] == "cls") & (t["metric"] == "robust_accuracy")]
-    assert b.loc["tiny_multitask", f"pgd@{eps_label(BENCH_EPS[-1], 'linf')}"] == pytest.approx(sel["value"].item())
+    assert b.loc["tiny_multitask", robust_column("pgd", "cls", "linf", BENCH_EPS[-1])] == pytest.approx(sel["value"].item())
 
 
 def test_ranking_puts_unet_last(board):
@@ -94,12 +95,12 @@ def test_to_markdown(board):
     assert "Ranked by the worst robust accuracy under L∞" in text
     lines = [line for line in text.strip().splitlines() if line.startswith("|")]
     assert len(lines) == len(board) + 2
-    header = lines[0]
-    assert header.startswith("| rank | model |")
+    head_line = lines[0]
+    assert head_line.startswith("| rank | model |")
     for col in ROBUST_COLS:
-        assert f"{col} robust acc %" in header
+        assert header(col) in head_line
     assert set(lines[1]) <= {"|", "-"}
-    n_pipes = header.count("|")
+    n_pipes = head_line.count("|")
     assert all(line.count("|") == n_pipes for line in lines)
     unet_line = next(line for line in lines if "tiny_unet" in line)
     assert "–" in unet_line  # missing numbers are shown as a dash, not "nan"
@@ -150,7 +151,7 @@ def test_ranking_by_worst_robust_accuracy_then_ood():
     b = board.set_index("model")
     assert b.loc["a", "worst_robust_acc"] == pytest.approx(0.1)
     assert b.loc["a", "failed_cells"] == 1 and b.loc["b", "failed_cells"] == 0
-    assert "pgd@2/255" not in board.columns  # a failed cell gives no number
+    assert "pgd@linf=2/255" not in board.columns  # a failed cell gives no number
 
 
 # --- mean ± sd over training seeds --------------------------------------------------------------------
@@ -189,10 +190,10 @@ def test_mean_and_sd_over_seeds(seeded_board):
     assert 100 * m["clean_acc_id_sd"] == pytest.approx(20.0)  # sample sd (ddof=1), not 16.3 (ddof=0)
     # seed 0's two OOD splits average to 0.2 first; pooling all cells would give 0.35
     assert m["clean_acc_ood"] == pytest.approx(0.4) and m["clean_acc_ood_sd"] == pytest.approx(0.2)
-    assert m["pgd@8/255"] == pytest.approx(0.3) and m["pgd@8/255_sd"] == pytest.approx(0.2)
-    assert m["fgsm@8/255"] == pytest.approx(11 / 30)
-    assert m["fgsm@8/255_sd"] == pytest.approx(np.std([0.3, 0.2, 0.6], ddof=1))
-    assert m["fgsm@2/255"] == pytest.approx(0.4) and m["fgsm@2/255_sd"] == pytest.approx(0.2)
+    assert m["pgd@linf=8/255"] == pytest.approx(0.3) and m["pgd@linf=8/255_sd"] == pytest.approx(0.2)
+    assert m["fgsm@linf=8/255"] == pytest.approx(11 / 30)
+    assert m["fgsm@linf=8/255_sd"] == pytest.approx(np.std([0.3, 0.2, 0.6], ddof=1))
+    assert m["fgsm@linf=2/255"] == pytest.approx(0.4) and m["fgsm@linf=2/255_sd"] == pytest.approx(0.2)
     # the worst case is each seed's worst at 8/255 (0.1, 0.2, 0.5), then averaged; not min(0.3, 0.367)
     assert m["worst_robust_acc"] == pytest.approx(0.8 / 3)
     assert m["worst_robust_acc_sd"] == pytest.approx(np.std([0.1, 0.2, 0.5], ddof=1))
@@ -200,7 +201,7 @@ def test_mean_and_sd_over_seeds(seeded_board):
     assert "worst_robust_eps_sd" not in b.columns and "seeds_sd" not in b.columns
     one = b.loc["one"]
     assert one["clean_acc_id"] == pytest.approx(0.9) and one["worst_robust_acc"] == pytest.approx(0.05)
-    for col in ["clean_acc_id", "clean_acc_ood", "pgd@8/255", "fgsm@8/255", "worst_robust_acc"]:
+    for col in ["clean_acc_id", "clean_acc_ood", "pgd@linf=8/255", "fgsm@linf=8/255", "worst_robust_acc"]:
         assert np.isnan(one[f"{col}_sd"]), col
     assert seeded_board["model"].tolist() == ["m", "one"]  # ranked by the mean worst case
     cols = list(seeded_board.columns)
@@ -217,12 +218,12 @@ def test_markdown_shows_mean_pm_sd_for_several_seeds(seeded_board):
     cells = {line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
     m, one = dict(zip(head, cells["m"])), dict(zip(head, cells["one"]))
     assert m["clean acc ID %"] == "40.0 ± 20.0"
-    assert m["pgd@8/255 robust acc %"] == "30.0 ± 20.0"
-    assert m["worst robust acc %"] == "26.7 ± 20.8"
-    assert m["worst at eps"] == "8/255" and m["seeds"] == "3"
+    assert m["pgd L∞ 8/255 robust acc %"] == "30.0 ± 20.0"
+    assert m["worst robust acc L∞ %"] == "26.7 ± 20.8"
+    assert m["L∞ eps"] == "8/255" and m["seeds"] == "3"
     assert m["nucleus Dice ID %"] == "–"  # no number, no spread
-    assert one["clean acc ID %"] == "90.0" and one["worst robust acc %"] == "5.0"
-    assert "±" not in "|".join(cells["one"]) and one["worst at eps"] == "8/255"
+    assert one["clean acc ID %"] == "90.0" and one["worst robust acc L∞ %"] == "5.0"
+    assert "±" not in "|".join(cells["one"]) and one["L∞ eps"] == "8/255"
 
 
 def test_csv_keeps_mean_and_sd_apart(seeded_board):
@@ -308,21 +309,28 @@ def test_rank_by_seg_on_the_bench(bench_table):
     assert segs.is_monotonic_decreasing
 
 
-def test_effective_robustness_column_once_three_models_have_id_and_ood():
-    def table(models):
-        return pd.DataFrame([r for m, (i, o) in models.items()
+def test_effective_robustness_column_only_where_the_fit_carries_it():
+    def table(models, recipe="full"):
+        return pd.DataFrame([{**r, "recipe": recipe} for m, (i, o) in models.items()
                              for r in (_row(m, "classifier", "synth:test", CLEAN, "accuracy", i, n=100),
                                        _row(m, "classifier", "synth:ood-lab-b", CLEAN, "accuracy", o, n=100))])
 
-    assert "effective_robustness" not in leaderboard(table({"a": (0.9, 0.5), "b": (0.7, 0.3)}))  # no trend from two
-    three = table({"a": (0.9, 0.5), "b": (0.7, 0.3), "c": (0.8, 0.6)})
-    board = leaderboard(three).set_index("model")
+    three = leaderboard(table({"a": (0.9, 0.5), "b": (0.7, 0.3), "c": (0.8, 0.6)}))
+    assert three["effective_robustness"].isna().all()  # three baselines: no residual, and the legend says why
+    assert "fewer than the 4 a line needs" in to_markdown(three)
+    four = table({"a": (0.9, 0.5), "b": (0.7, 0.3), "c": (0.8, 0.45), "d": (0.6, 0.2)})
+    board = leaderboard(four).set_index("model")
     from robustbench_wbc.report.shift import effective_robustness
 
-    _, per_model = effective_robustness(three)
+    fit, per_model = effective_robustness(four)
+    assert fit["determined"], fit["reason"]
     assert board["effective_robustness"].to_dict() == pytest.approx(per_model.set_index("model")["residual"].to_dict())
-    assert board.loc["c", "effective_robustness"] > 0  # above the trend of a and b
-    assert "effective robustness (points)" in to_markdown(board.reset_index())
+    md = to_markdown(board.reset_index())
+    assert "effective robustness (points)" in md and "fitted on 4 standard-trained models" in md
+    assert f"R² {fit['r2']:.2f}" in md
+    # the same numbers from models of a recipe this version does not know: not baselines, no fit
+    assert leaderboard(table({"a": (0.9, 0.5), "b": (0.7, 0.3), "c": (0.8, 0.45), "d": (0.6, 0.2)}, recipe="r"))[
+        "effective_robustness"].isna().all()
 
 
 def test_an_ensemble_column_of_some_models_does_not_blank_the_others_worst_case():

@@ -20,7 +20,8 @@ from robustbench_wbc.report.shift import (
 )
 
 FAMILY = {"cls": ("classifier", "full"), "cls_b": ("classifier", "full"), "mt": ("multitask", "full"),
-          "mt2": ("multitask", "full"), "unet": ("unet", "full"), "cls_lin": ("classifier", "linear")}
+          "mt2": ("multitask", "full"), "unet": ("unet", "full"), "cls_lin": ("classifier", "linear"),
+          "at": ("classifier", "full-at"), "mt_at": ("multitask", "masked-small-at")}
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
 
@@ -57,14 +58,20 @@ SLOPE, INTERCEPT = 0.8, -0.5
 ON_LINE = {"cls": 0.80, "mt": 0.90, "mt2": 0.95}
 
 
-def line_rows(values=ON_LINE, kind="logit", ood_split="synth:ood-lab-b"):
+def raw(p, n=500):
+    """The observed proportion whose smoothed value (k + ½)/(n + 1) is ``p``: rows built from it lie on a line
+    exactly where the fit reads them."""
+    return (p * (n + 1) - 0.5) / n
+
+
+def line_rows(values=ON_LINE, kind="logit", ood_split="synth:ood-lab-b", n=500):
     rows = []
     for m, acc in values.items():
         if kind == "logit":
             ood = sigmoid(SLOPE * logit(acc) + INTERCEPT)
         else:
             ood = SLOPE * acc + INTERCEPT + 0.3
-        rows += [row(m, "synth:test", acc), row(m, ood_split, ood)]
+        rows += [row(m, "synth:test", raw(acc, n), n=n), row(m, ood_split, raw(ood, n), n=n)]
     return rows
 
 
@@ -75,8 +82,7 @@ def test_axis_round_trip():
     p = np.array([0.1, 0.5, 0.9, 0.999])
     for kind in ("logit", "probit", "linear"):
         assert from_axis(to_axis(p, kind), kind) == pytest.approx(p)
-    assert np.isfinite(to_axis(np.array([0.0, 1.0]), "logit")).all()
-    assert to_axis(1.0, "logit") == pytest.approx(logit(1 - 1e-4))
+    assert np.isfinite(to_axis(np.array([0.0, 1.0]), "logit")).all()  # a numerical guard; the fit smooths first
     with pytest.raises(ValueError, match="unknown transform"):
         to_axis(0.5, "log")
 
@@ -86,11 +92,12 @@ def test_models_on_the_line_have_zero_residual():
     assert fit["slope"] == pytest.approx(SLOPE) and fit["intercept"] == pytest.approx(INTERCEPT)
     assert fit["r2"] == pytest.approx(1.0)
     assert fit["n_models"] == 3 and fit["transform"] == "logit" and fit["metric"] == "accuracy"
+    assert not fit["determined"] and "fewer than the 4" in fit["reason"]  # three baselines: a line, but no verdict
     assert per["residual"].abs().max() < 1e-9 and per["residual_transformed"].abs().max() < 1e-9
-    assert set(per["model"]) == set(ON_LINE)
+    assert set(per["model"]) == set(ON_LINE) and per["baseline"].all()
     p = per.set_index("model")
-    assert p.loc["mt", "id"] == pytest.approx(0.9)
-    assert p.loc["mt", "predicted_ood"] == pytest.approx(p.loc["mt", "ood"])
+    assert p.loc["mt", "id"] == pytest.approx(raw(0.9))  # the observed accuracy; the fit reads the smoothed one
+    assert p.loc["mt", "predicted_ood"] == pytest.approx(sigmoid(SLOPE * logit(0.9) + INTERCEPT))
     assert p.loc["mt", "family"] == "multitask" and p.loc["cls", "recipe"] == "full"
     assert (p["seeds"] == 1).all() and (p["ood_splits"] == 1).all()
 
@@ -100,7 +107,7 @@ def test_model_above_the_line_has_the_constructed_residual():
     offset = 0.4  # the multitask model sits 0.4 logit above the line through the others
     for r in rows:
         if r["model"] == "mt" and r["split"] == "synth:ood-lab-b":
-            r["value"] = sigmoid(SLOPE * logit(0.9) + INTERCEPT + offset)
+            r["value"] = raw(sigmoid(SLOPE * logit(0.9) + INTERCEPT + offset))
     # least squares spreads the offset over the fit: the others stay on one line, below the fitted one
     _, per = effective_robustness(table(rows))
     p = per.set_index("model")
@@ -119,7 +126,8 @@ def test_offset_exact_with_a_large_zoo():
     # many models on the line and one above: the fit barely moves, residual → the offset
     accs = {f"m{i}": a for i, a in enumerate(np.linspace(0.6, 0.97, 40))}
     rows = line_rows(accs)
-    rows += [row("star", "synth:test", 0.85), row("star", "synth:ood-lab-b", sigmoid(SLOPE * logit(0.85) + INTERCEPT + 0.3))]
+    rows += [row("star", "synth:test", raw(0.85)),
+             row("star", "synth:ood-lab-b", raw(sigmoid(SLOPE * logit(0.85) + INTERCEPT + 0.3)))]
     fit, per = effective_robustness(table(rows))
     star = per.set_index("model").loc["star"]
     assert star["residual_transformed"] == pytest.approx(0.3, abs=0.01)
@@ -135,8 +143,8 @@ def test_linear_transform():
     assert fit["r2"] == pytest.approx(1.0) and fit["transform"] == "linear"
     assert per["residual"].abs().max() < 1e-9
     # on a linear axis the two residuals are the same number
-    rows.append(row("cls_b", "synth:test", 0.85))
-    rows.append(row("cls_b", "synth:ood-lab-b", SLOPE * 0.85 + INTERCEPT + 0.3 + 0.05))
+    rows.append(row("cls_b", "synth:test", raw(0.85)))
+    rows.append(row("cls_b", "synth:ood-lab-b", raw(SLOPE * 0.85 + INTERCEPT + 0.3 + 0.05)))
     _, per = effective_robustness(table(rows), transform="linear")
     assert per["residual"].to_numpy() == pytest.approx(per["residual_transformed"].to_numpy())
     assert per["model"].iloc[0] == "cls_b" and per["residual"].iloc[0] > 0
@@ -159,6 +167,7 @@ def test_seeds_ood_splits_failed_and_attacked_rows():
     ood_mt = sigmoid(SLOPE * logit(0.9) + INTERCEPT)
     rows += [row("mt", "synth:test", 0.88, seed=0), row("mt", "synth:ood-lab-b", ood_mt - 0.01, seed=0),
              row("mt", "synth:test", 0.92, seed=1), row("mt", "synth:ood-lab-b", ood_mt + 0.01, seed=1)]
+    mt2_id = raw(0.95)
     # ignored: a failed cell, an attacked cell, another metric, a seed without OOD, a U-Net (no accuracy)
     rows += [row("mt2", "synth:ood-camera-b", 0.0, status="error"),
              row("mt2", "synth:test", 0.1, attack="pgd", eps=8 / 255),
@@ -170,7 +179,7 @@ def test_seeds_ood_splits_failed_and_attacked_rows():
     assert set(p.index) == {"cls", "mt", "mt2"}
     assert p.loc["cls", "ood"] == pytest.approx(ood_cls) and p.loc["cls", "ood_splits"] == 2
     assert p.loc["mt", "id"] == pytest.approx(0.9) and p.loc["mt", "seeds"] == 2
-    assert p.loc["mt2", "seeds"] == 1 and p.loc["mt2", "id"] == pytest.approx(0.95)
+    assert p.loc["mt2", "seeds"] == 1 and p.loc["mt2", "id"] == pytest.approx(mt2_id)
     assert fit["n_models"] == 3
 
 
@@ -191,36 +200,93 @@ def test_nucleus_dice():
 
 def test_other_ood_role():
     rows = line_rows(ood_split="synth:probe-grayscale")
-    with pytest.raises(ValueError, match="at least 3 models"):
+    with pytest.raises(ValueError, match="the table has none"):
         effective_robustness(table(rows))
     fit, _ = effective_robustness(table(rows), ood_role="probe")
     assert fit["ood_role"] == "probe" and fit["r2"] == pytest.approx(1.0)
 
 
-def test_effective_robustness_errors():
+def test_effective_robustness_errors_and_undetermined_fits():
     two = [r for r in line_rows() if r["model"] != "mt2"]
-    with pytest.raises(ValueError, match="at least 3 models.*has 2: cls, mt"):
-        effective_robustness(table(two))
-    failed = two + [row("mt2", "synth:test", 0.95), row("mt2", "synth:ood-lab-b", 0.9, status="error")]
-    with pytest.raises(ValueError, match="at least 3 models"):
-        effective_robustness(table(failed))
-    with pytest.raises(ValueError, match="has 0"):
+    fit, per = effective_robustness(table(two))  # a line through two, but no residual to read off it
+    assert fit["n_models"] == 2 and not fit["determined"] and "fitted on 2 standard-trained models" in fit["reason"]
+    with pytest.raises(ValueError, match="has none"):
         effective_robustness(table([]))
-    same = [row(m, s, v) for m in ("cls", "mt", "mt2") for s, v in (("synth:test", 0.9), ("synth:ood-lab-b", 0.8))]
-    with pytest.raises(ValueError, match="same test accuracy"):
-        effective_robustness(table(same))
+    same = [row(m, s, v) for m in ("cls", "mt", "mt2", "cls_b") for s, v in (("synth:test", 0.9), ("synth:ood-lab-b", 0.8))]
+    fit, per = effective_robustness(table(same))
+    assert np.isnan(fit["slope"]) and per["residual"].isna().all() and "same test accuracy" in fit["reason"]
+
+
+FOUR = {"cls": 0.70, "cls_b": 0.80, "mt": 0.90, "mt2": 0.95}
+
+
+def test_the_line_is_fitted_on_standard_trained_models_only():
+    """Taori et al. fit the line on baselines: an adversarially trained model far above it must not pull it up."""
+    rows = line_rows(FOUR)
+    rows += [row("at", "synth:test", raw(0.75)), row("at", "synth:ood-lab-b", raw(sigmoid(SLOPE * logit(0.75) + 1.5)))]
+    fit, per = effective_robustness(table(rows))
+    assert fit["determined"], fit["reason"]
+    assert fit["slope"] == pytest.approx(SLOPE) and fit["intercept"] == pytest.approx(INTERCEPT)
+    assert fit["n_models"] == 4 and fit["baselines"] == sorted(FOUR) and fit["r2"] == pytest.approx(1.0)
+    p = per.set_index("model")
+    assert not p.loc["at", "baseline"] and p.loc["at", "residual_transformed"] == pytest.approx(1.5 - INTERCEPT)
+    assert p.drop("at")["residual"].abs().max() < 1e-9
+
+
+def test_proportions_are_smoothed_not_clipped():
+    """A perfect model reads (n + ½)/(n + 1), set by the data's size: no clipping constant moves any residual."""
+    import robustbench_wbc.report.shift as shift
+
+    n = 256
+    accs = {"cls": 250, "cls_b": 236, "mt": 256, "mt2": 220}  # images right of 256, one at 100 %
+    oods = {"cls": 150, "cls_b": 100, "mt": 220, "mt2": 60}
+    rows = [r for m in accs for r in (row(m, "synth:test", accs[m] / n, n=n), row(m, "synth:ood-lab-b", oods[m] / n, n=n))]
+    fit, per = effective_robustness(table(rows))
+    x = np.array([logit((accs[m] + 0.5) / (n + 1)) for m in sorted(accs)])
+    y = np.array([logit((oods[m] + 0.5) / (n + 1)) for m in sorted(accs)])
+    slope, icpt = np.polyfit(x, y, 1)
+    assert fit["slope"] == pytest.approx(slope) and fit["intercept"] == pytest.approx(icpt)
+    assert fit["smoothing"] == "(k + ½)/(n + 1)"
+    for clip in (1e-2, 1e-4):  # the residuals do not depend on the numerical guard
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(shift, "CLIP", clip)
+            _, again = effective_robustness(table(rows))
+        assert again["residual"].to_numpy() == pytest.approx(per["residual"].to_numpy(), abs=1e-12)
+
+
+def test_a_saturated_or_flat_fit_is_undetermined_and_shows_no_residual():
+    from robustbench_wbc.report import leaderboard, to_markdown
+
+    n = 256  # ID at or a few images from 100 %: the slope is set by single images
+    saturated = {"cls": (256, 100), "cls_b": (255, 200), "mt": (256, 150), "mt2": (254, 60)}
+    rows = [r for m, (i, o) in saturated.items()
+            for r in (row(m, "synth:test", i / n, n=n), row(m, "synth:ood-lab-b", o / n, n=n))]
+    fit, _ = effective_robustness(table(rows))
+    assert not fit["determined"] and "saturated" in fit["reason"]
+    board = leaderboard(table(rows))
+    assert board["effective_robustness"].isna().all()
+    md = to_markdown(board)
+    assert "saturated" in md and "undetermined" in md
+    assert all(line.split("|")[board.columns.get_loc("effective_robustness")] for line in md.splitlines()[2:6])
+    # the ID values spread, but OOD does not follow them: R² near 0
+    flat = {"cls": (0.70, 0.5), "cls_b": (0.80, 0.2), "mt": (0.90, 0.6), "mt2": (0.95, 0.25)}
+    fit, _ = effective_robustness(table([r for m, (i, o) in flat.items()
+                                         for r in (row(m, "synth:test", i), row(m, "synth:ood-lab-b", o))]))
+    assert not fit["determined"] and "R²" in fit["reason"]
 
 
 def test_effective_robustness_markdown():
-    rows = line_rows()
-    rows += [row("cls_b", "synth:test", 0.85), row("cls_b", "synth:ood-lab-b", 0.9)]
+    rows = line_rows(FOUR)
+    rows += [row("at", "synth:test", 0.85), row("at", "synth:ood-lab-b", 0.9)]
     fit, per = effective_robustness(table(rows))
     md = effective_robustness_markdown(fit, per)
-    assert "logit(OOD) = " in md and "4 models" in md and "R² = " in md
+    assert "logit(OOD) = 0.80 · logit(ID) - 0.50" in md and "4 standard-trained models" in md and "R² 1.00" in md
     lines = md.strip().splitlines()
-    assert lines[2].startswith("| model | family |") and len(lines) == 4 + 4
-    assert "| cls_b |" in lines[4]  # the best residual first
+    assert lines[2].startswith("| model | family | recipe | baseline |") and len(lines) == 4 + 5
+    assert lines[4].startswith("| at | classifier | full-at | no |")  # the best residual first
     assert "| 85.0 | 90.0 |" in lines[4] and "| +" in lines[4]
+    undetermined = effective_robustness_markdown(*effective_robustness(table(line_rows())))
+    assert "undetermined" in undetermined and "| +" not in undetermined
 
 
 # ---------------------------------------------------------------- corruption error
@@ -370,17 +436,20 @@ def test_default_baseline_is_the_classifier_of_the_same_encoder():
     # two backbones: each multitask model is compared with the plain classifier on its own encoder
     rows = corruption_rows("cls", 1.0) + corruption_rows("mt", 0.5)
     rows += [{**r, "encoder": "vit"} for r in corruption_rows("cls_b", 2.0) + corruption_rows("mt2", 1.0)]
-    rows += [{**r, "encoder": "convnext"} for r in corruption_rows("unet", 3.0)]  # no classifier: the first overall
+    # no classifier of its encoder: no corruption error by default, never another encoder's baseline unannounced
+    rows += [{**r, "encoder": "convnext"} for r in corruption_rows("unet", 3.0)]
     t = table(rows)
     ce, mce = corruption_error(t)
     m = mce.set_index("model")
-    assert m["baseline"].to_dict() == {"cls": "cls", "mt": "cls", "cls_b": "cls_b", "mt2": "cls_b", "unet": "cls"}
+    assert m["baseline"].to_dict() == {"cls": "cls", "mt": "cls", "cls_b": "cls_b", "mt2": "cls_b"}
+    assert mce.attrs["no_baseline"] == {"unet": "convnext"}
     assert m.loc["mt2", "mce"] == pytest.approx(0.5) and m.loc["cls_b", "mce"] == pytest.approx(1.0)
-    assert m.loc["mt", "mce"] == pytest.approx(0.5) and m.loc["unet", "mce"] == pytest.approx(3.0)
+    assert m.loc["mt", "mce"] == pytest.approx(0.5)
     assert (ce.set_index("model").loc["mt2", "baseline"] == "cls_b").all()
     md = corruption_error_markdown(mce, ce)
     assert "single-task model of its encoder" in md and "| baseline |" in md
     assert "| mt2 | multitask | full | cls_b | 50.0 |" in md
+    assert "No corruption error for unet (encoder convnext)" in md and "--mce-baseline" in md
     # one named baseline for all: comparable across encoders
     _, mce = corruption_error(t, baseline="cls")
     m = mce.set_index("model")

@@ -33,7 +33,11 @@ Cost on top of the attacks: AutoAttack runs the model 8 more times on each image
 and 2 more per attack (its clean check, and the check of its result); the suite once, on one image,
 to read ``C``. Points it cannot break (or already misclassified) come
 back unchanged. The batch size matters for the result (each batch restarts the seeded generator);
-it is a recorded parameter, AutoAttack's 250 by default.
+it is a recorded parameter, AutoAttack's 250 by default. The suite hands AutoAttack all the images of
+a split it attacks in one call (:attr:`AutoAttackRun.whole_split`), seeded once for the split; AutoAttack
+batches them by its ``batch_size``, each of its attacks reseeding at each of its batches, exactly as when
+it is run directly on those images: the same batches, the same numbers (only a call that runs out of
+memory is split, in halves, each part then a call of its own).
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class AutoAttackRun:
 
     Builds the ``AutoAttack`` object on the first call (it needs the images' device and the number of
     classes), then reuses it; :attr:`adversary` is that object, :attr:`n_classes` the ``C`` read.
+    ``whole_split``: the suite hands it every image of a split it attacks in one call, since it batches
+    (by ``batch_size``) and seeds itself (see :meth:`~robustbench_wbc.attacks.base.BuiltAttack.chunk_size`).
 
     Args:
         model: returns class logits (N×C).
@@ -75,6 +81,8 @@ class AutoAttackRun:
         n_queries: Square's query budget.
         batch_size: AutoAttack's batch size.
     """
+
+    whole_split = True  # one call per split: AutoAttack batches and seeds itself
 
     def __init__(self, model: nn.Module, eps: float, norm: str, name: str, version: str = "standard",
                  attacks: str | tuple[str, ...] = "", seed: int = 0, n_queries: int = 5000, batch_size: int = 250) -> None:

@@ -271,15 +271,17 @@ def eps_tolerance(norm: str, eps: float, numel: int) -> float:
 def check_threat_model(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float) -> None:
     """Raises :class:`ThreatModelViolation` unless ``x_adv`` is a valid example of the threat model.
 
-    Valid: same shape and floating dtype as ``x``, finite, within [0, 1], and within the ``norm``
-    ball of radius ``eps`` around ``x``, measured in float64, up to :func:`eps_tolerance`.
+    Valid: the same shape and the same floating dtype as ``x`` (float64, float16 or bfloat16 images
+    for float32 ones are refused, not cast: what is checked is what is scored, and a cast after the
+    check would move the pixels), finite, within [0, 1], and within the ``norm`` ball of radius
+    ``eps`` around ``x``, measured in float64, up to :func:`eps_tolerance`.
     """
     if not isinstance(x_adv, torch.Tensor):
         raise ThreatModelViolation(f"attack returned {type(x_adv).__name__}, not a tensor")
     if x_adv.shape != x.shape:
         raise ThreatModelViolation(f"attack returned shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}")
-    if not x_adv.dtype.is_floating_point:
-        raise ThreatModelViolation(f"attack returned dtype {x_adv.dtype}, expected a float tensor")
+    if x_adv.dtype != x.dtype or not x_adv.dtype.is_floating_point:
+        raise ThreatModelViolation(f"attack returned dtype {x_adv.dtype}, expected {x.dtype} (the clean images' dtype)")
     if not torch.isfinite(x_adv).all():
         raise ThreatModelViolation("attack returned non-finite values")
     if len(x_adv) == 0:
@@ -415,28 +417,34 @@ class BuiltAttack:
         """Gives (forward, backward) images counted so far."""
         return self.counter.forward_images, self.counter.backward_images
 
-    def chunk_size(self, batch_size: int, image_bytes: int) -> int:
-        """Gives how many images one call should take, for passes of ``batch_size`` images.
+    def chunk_size(self, batch_size: int, image_bytes: int, n_images: int | None = None) -> int:
+        """Gives how many images one call should take, for passes of ``batch_size`` images, of ``n_images``.
 
-        An engine attack that computes in pieces (``chunked``: FGSM, PGD) takes up to
+        An attack that batches and seeds itself (``whole_split``: AutoAttack) takes all ``n_images``
+        in one call, so that its batches and its seeding are those of the library run directly on the
+        split. An engine attack that computes in pieces (``chunked``: FGSM, PGD) takes up to
         ``CHUNK_BATCHES`` batches at once, as many as fit ``CHUNK_BYTES`` per image tensor
         (``image_bytes`` each): with early exit its passes stay full batches where per-batch calls
         would shrink to a few images. Any other attack takes one batch.
         """
+        if n_images is not None and getattr(self._fn, "whole_split", False):
+            return max(1, n_images)
         if not getattr(self._fn, "chunked", False):
             return batch_size
         return max(batch_size, min(batch_size * CHUNK_BATCHES, CHUNK_BYTES // max(1, image_bytes)))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None,
                  active: torch.Tensor | None = None, batch_size: int | None = None) -> torch.Tensor:
-        """Gives the adversarial images; ``batch_size`` caps the images per pass of an engine attack."""
+        """Gives the adversarial images; ``batch_size`` caps the images per pass of an engine attack.
+
+        At eps 0 the attack runs as at any eps (its passes are spent and counted), and its output is
+        checked against the threat model, which then allows only float32 rounding.
+        """
         spec = self.spec
         if self.entry.engine:
             self._fn.batch_size = batch_size
         if spec.target in ("seg", "joint") and masks is None:
             raise ValueError(f"attack {spec.name!r} targets the masks ({spec.target}), but the split has none")
-        if spec.eps == 0:
-            return images.clone()
         idx = torch.arange(len(images)) if active is None else active.nonzero().flatten().cpu()
         adv = images.clone()
         if len(idx):

@@ -31,13 +31,21 @@ the model checks use the model itself, so a copy can only change which adversari
 float rounding, never how it is scored.
 ``make bench`` measures what the copy and its rewrites give (``benchmarks/README.md``).
 
-A copy is made with ``torch.fx`` (the model must trace symbolically: no data-dependent Python
-control flow) and accepted only if it gives the model's outputs on the attack's own images, head
-by head, within 1e-4 of their scale (in fp32, before any bfloat16 cast); otherwise, or where no
-rewrite applies in fp32, the attack crafts on the model itself. A copy is cached per model object,
-precision and ``REWRITE_CONVS``, and made again when a parameter or buffer changes: its tensor's
-address, version counter, dtype, device or shape moved, and the sum of its values with it (a change
-of memory layout alone keeps the copy).
+A copy is made with ``torch.fx`` (the model must trace symbolically) and is used for a batch of
+images only if it gives the model's outputs on the first ``PROBE_IMAGES`` images of that batch,
+head by head, within ``TOLERANCE`` of their scale, in fp32 (for a bf16 copy, its fp32 form before
+the bfloat16 cast, kept beside it for this). A trace records one path through the model's Python
+code: a branch on the data that the tracer cannot read (a ``try`` around a value it sees as
+symbolic, a path taken only while traced) is fixed in the copy, which may then agree with the model
+on some batches and not on others. So each copy keeps digests of the probes it was checked on; a
+batch whose first images are new to it is checked once more (a forward pass of those images
+through the model and through the copy: 2 × ``PROBE_IMAGES`` images per new batch), and where the
+copy fails, that batch is crafted on the model itself (logged once per copy). The other images of a
+batch are not checked. Where the copy fails on its first probe, or where no rewrite applies in
+fp32, every attack crafts on the model itself. A copy is cached per model object, precision and
+``REWRITE_CONVS``, and made again when a parameter or buffer changes: its tensor's address, version
+counter, dtype, device or shape moved, and the sum of its values with it (a change of memory layout
+alone keeps the copy and its checks).
 ``ENABLED = False`` turns copies off, ``REWRITE_CONVS = False`` the two convolution rewrites (the
 benchmarks measure both).
 """
@@ -45,6 +53,7 @@ benchmarks measure both).
 from __future__ import annotations
 
 import copy as _copy
+import hashlib
 import itertools
 import logging
 import warnings
@@ -58,14 +67,31 @@ logger = logging.getLogger(__name__)
 
 ENABLED = True
 REWRITE_CONVS = True
-PROBE_IMAGES = 8  # images on which a copy must reproduce the model's outputs
+PROBE_IMAGES = 8  # the first images of each batch, on which a copy must reproduce the model's outputs to be used for it
 TOLERANCE = 1e-4  # of each head's largest absolute output (at least 1)
 STEM_CHANNELS = 4  # a strided convolution of at most this many channels is rewritten (SpaceToDepthConv) ...
 STEM_ZERO_TAPS = 0.25  # ... where at most this fraction of its rearranged kernel is zero padding
 
-# model -> {(precision, REWRITE_CONVS): (fingerprint, checksums, its copy or None)}
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, bool], tuple[tuple, tuple, nn.Module | None]]] = \
-    weakref.WeakKeyDictionary()
+
+class _Entry:
+    """A model's cached crafting copy for one (precision, ``REWRITE_CONVS``), and the probes it was checked on.
+
+    ``reference`` is the copy's fp32 form, which the checks run: the copy itself in fp32, its state
+    before the bfloat16 cast in bf16. ``passed`` and ``failed`` hold the digests of the probes on
+    which it did and did not give the model's outputs.
+    """
+
+    __slots__ = ("fingerprint", "checksums", "copy", "reference", "passed", "failed", "warned")
+
+    def __init__(self, fingerprint: tuple, checksums: tuple, copy: nn.Module | None, reference: nn.Module | None) -> None:
+        self.fingerprint, self.checksums, self.copy, self.reference = fingerprint, checksums, copy, reference
+        self.passed: set[tuple] = set()
+        self.failed: set[tuple] = set()
+        self.warned = False
+
+
+# model -> {(precision, REWRITE_CONVS): its entry}
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, bool], _Entry]] = weakref.WeakKeyDictionary()
 
 
 def _tensors(model: nn.Module):
@@ -87,28 +113,66 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 def crafting_copy(model: nn.Module, probe: torch.Tensor, precision: str = "fp32") -> nn.Module | None:
-    """Gives the model's crafting copy for ``precision`` (channels-last, weights frozen), or None.
+    """Gives the model's crafting copy for ``precision`` (channels-last, weights frozen) to attack the
+    batch ``probe``, or None.
 
-    ``model`` must be in eval mode; ``probe`` is a few of the images to attack, on which the copy
-    must give the model's outputs. In ``fp32`` its BatchNorm layers are folded; in ``bf16`` its
-    convolution and linear weights are bfloat16 (it is run under bfloat16 autocast). None where
-    copies are off, the model does not trace, the copy's outputs differ (logged), or (fp32) no
+    ``model`` must be in eval mode; ``probe`` is the batch to attack, on whose first
+    ``PROBE_IMAGES`` images the copy must give the model's outputs (checked once per copy and such
+    images). In ``fp32`` its BatchNorm layers are folded; in ``bf16`` its convolution and linear
+    weights are bfloat16 (it is run under bfloat16 autocast). None where copies are off, the model
+    does not trace, the copy's outputs differ on these images (logged once per copy), or (fp32) no
     rewrite applies.
     """
     if not ENABLED or model.training:
         return None
     key, kind = _fingerprint(model), (precision, REWRITE_CONVS)
     hits = _CACHE.setdefault(model, {})
-    hit = hits.get(kind)
-    if hit is None or hit[0] != key:
+    entry = hits.get(kind)
+    first = probe[:PROBE_IMAGES]
+    if entry is None or entry.fingerprint != key:
         sums = _checksums(model)
-        # moved, not changed (a layout round trip): the copy still holds
-        made = hit[2] if hit is not None and hit[1] == sums else _build(model, probe[:PROBE_IMAGES], precision)
-        hit = hits[kind] = (key, sums, made)
-    return hit[2] if hit[2] is None else hit[2].eval()  # a library may have set the mode it found (train)
+        if entry is not None and entry.checksums == sums:
+            entry.fingerprint = key  # moved, not changed (a layout round trip): the copy and its checks still hold
+        else:
+            entry = hits[kind] = _Entry(key, sums, *_build(model, first, precision))
+            if entry.copy is not None:
+                entry.passed.add(_digest(first))  # _build checked it there
+    if entry.copy is None or not _reproduces(entry, model, first):
+        return None
+    return entry.copy.eval()  # a library may have set the mode it found (train)
 
 
-def _build(model: nn.Module, probe: torch.Tensor, precision: str) -> nn.Module | None:
+def _digest(images: torch.Tensor) -> tuple:
+    """The images' shape, dtype and a hash of their values (whatever their memory layout)."""
+    data = images.detach().contiguous().view(torch.uint8)
+    return tuple(images.shape), str(images.dtype), hashlib.blake2b(data.cpu().numpy().tobytes(), digest_size=16).digest()
+
+
+def _reproduces(entry: _Entry, model: nn.Module, probe: torch.Tensor) -> bool:
+    """Whether ``entry``'s copy gives the model's outputs on ``probe``: looked up, or computed once and kept."""
+    digest = _digest(probe)
+    if digest in entry.passed:
+        return True
+    if digest in entry.failed:
+        return False
+    with torch.no_grad():
+        want = model(probe)
+        try:
+            got = entry.reference.eval()(probe)
+        except Exception as exc:  # a copy that fails on these images is not used for them
+            got = exc
+    same = not isinstance(got, Exception) and _same(want, got)
+    (entry.passed if same else entry.failed).add(digest)
+    if not same and not entry.warned:
+        entry.warned = True
+        why = f"{type(got).__name__}: {got}" if isinstance(got, Exception) else "other outputs"
+        logger.warning("%s: the crafting copy does not reproduce the model's outputs on a batch (%s); attacks on such "
+                       "batches craft on the model itself", type(model).__name__, why.splitlines()[0])
+    return same
+
+
+def _build(model: nn.Module, probe: torch.Tensor, precision: str) -> tuple[nn.Module | None, nn.Module | None]:
+    """Gives ``(copy, its fp32 form)``, checked on ``probe``; ``(None, None)`` where there is no copy to use."""
     from torch.fx.experimental.optimization import fuse
 
     name = type(model).__name__
@@ -123,13 +187,13 @@ def _build(model: nn.Module, probe: torch.Tensor, precision: str) -> nn.Module |
     except Exception as exc:  # a model that does not trace symbolically: craft on it as it is
         logger.info("%s: no crafting copy for attacks, the model does not trace (%s: %s)", name,
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-        return None
+        return None, None
     made.eval()
     for p in made.parameters():
         p.requires_grad_(False)
     rewritten = _rewrite_convs(made, probe) if REWRITE_CONVS else 0
     if precision == "fp32" and not fold and not rewritten:
-        return None  # the model itself, in other words
+        return None, None  # the model itself, in other words
     with torch.no_grad():
         try:  # a trace can succeed and still be wrong (Python that ran once at trace time): try it
             got = made(probe)
@@ -139,10 +203,13 @@ def _build(model: nn.Module, probe: torch.Tensor, precision: str) -> nn.Module |
         why = f"{type(got).__name__}: {got}" if isinstance(got, Exception) else "other outputs"
         logger.warning("%s: the crafting copy does not reproduce the model's outputs (%s); attacks craft on "
                        "the model itself", name, why.splitlines()[0])
-        return None
-    if precision == "bf16":
-        _to_bf16(made)
-    return made.to(memory_format=torch.channels_last)
+        return None, None
+    if precision == "fp32":
+        made = made.to(memory_format=torch.channels_last)
+        return made, made
+    reference = _copy.deepcopy(made).to(memory_format=torch.channels_last)  # what later probes are checked on
+    _to_bf16(made)
+    return made.to(memory_format=torch.channels_last), reference
 
 
 def _same(want, got) -> bool:

@@ -17,7 +17,10 @@ class Cell:
     """The coordinates of one measurement.
 
     ``model_sha256`` is the checkpoint's weights digest: retraining a model changes its cells'
-    ids, so stale results are never reused.
+    ids, so stale results are never reused. What the cell was computed *by* (code and library
+    versions, data digest, precision, batching) is not a coordinate: it is the cell's fingerprint,
+    recorded with its rows and checked before a stored cell is reused
+    (:mod:`robustbench_wbc.bench.provenance`), so that a cell recomputed by newer code keeps its id.
     """
 
     model: str

@@ -7,6 +7,7 @@ import math
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import pandas as pd
 import torch
 
 from robustbench_wbc.attacks.base import ATTACKS, BuiltAttack, ThreatModelViolation, build_attack, perturbation_norms
+from robustbench_wbc.bench import provenance
 from robustbench_wbc.bench.batching import map_batches
 from robustbench_wbc.bench.cells import CLEAN, Cell
 from robustbench_wbc.bench.diagnostics import CHECK_IMAGES, model_checks
@@ -24,7 +26,7 @@ from robustbench_wbc.data.splits import SPLITS, SplitData
 from robustbench_wbc.device import model_device
 from robustbench_wbc.metrics import correct, segmentation_scores
 from robustbench_wbc.models.card import ModelCard
-from robustbench_wbc.models.hub import CheckpointError, load_model, read_card, versions
+from robustbench_wbc.models.hub import CheckpointError, load_model, read_card
 from robustbench_wbc.models.zoo import MODELS, base_id
 from robustbench_wbc.stats import Measure, balanced, mean, proportion
 
@@ -114,7 +116,7 @@ class Context:
     models: dict[str, tuple[torch.nn.Module, ModelCard]] = field(default_factory=dict)
     splits: dict[tuple[str, int, int], SplitData] = field(default_factory=dict)
     clean: dict[tuple[str, str, int], dict[str, torch.Tensor]] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=lambda: library_versions())
+    versions: dict[str, str] = field(default_factory=lambda: provenance.library_versions())
     git_sha: str = field(default_factory=git_sha)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
@@ -211,11 +213,12 @@ def attack_images(attack: BuiltAttack, images: torch.Tensor, labels: torch.Tenso
                   active: torch.Tensor, batch_size: int | None = None, what: str = "attack") -> torch.Tensor:
     """Gives the adversarial images of a split, attacked in chunks (:meth:`BuiltAttack.chunk_size`).
 
-    Passes of at most ``batch_size`` images (default :data:`BATCH_SIZE`); a chunk that runs out of
-    memory is halved and retried, and its passes shrink with it (:func:`map_batches`).
+    Passes of at most ``batch_size`` images (default :data:`BATCH_SIZE`); an attack that batches
+    itself (AutoAttack) gets the whole split in one call. A chunk that runs out of memory is halved
+    and retried, and its passes shrink with it (:func:`map_batches`).
     """
     batch_size = batch_size or BATCH_SIZE
-    chunk = attack.chunk_size(batch_size, images[:1].nelement() * images.element_size())
+    chunk = attack.chunk_size(batch_size, images[:1].nelement() * images.element_size(), len(images))
 
     def run(start: int, stop: int) -> torch.Tensor:
         return attack(images[start:stop], labels[start:stop], None if masks is None else masks[start:stop],
@@ -266,20 +269,13 @@ COLUMNS = ["run_id", "cell_id", "model", "family", "encoder", "recipe", "model_s
            "domain", "corruption", "severity", "attack", "backend", "target", "norm", "eps", "seed", "metric", "value",
            "n", "ci_low", "ci_high", "status", "reason", "time_s", "forward_passes", "backward_passes", "finished_at",
            "labelled_images", "masked_images", "model_params", "params", "model_sha256", "git_sha",
-           "v_robustbench_wbc", "v_torch", "v_timm", "v_torchattacks", "v_art", "v_pyautoattack"]
+           "v_robustbench_wbc", "v_torch", "v_timm", "v_torchattacks", "v_art", "v_pyautoattack", *provenance.COLUMNS]
 
 
-def library_versions() -> dict[str, str]:
-    """Gives the versions a result depends on: the model's (:func:`versions`) and the attack libraries'."""
-    import importlib.metadata
-
-    out = versions()
-    for key, dist in (("art", "adversarial-robustness-toolbox"), ("pyautoattack", "pyautoattack")):
-        try:
-            out[key] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[key] = ""
-    return out
+def cell_provenance(cell: Cell, image_size: int, versions: dict[str, str] | None = None) -> provenance.Provenance:
+    """Gives what the current code records as the cell's provenance (:mod:`~robustbench_wbc.bench.provenance`)
+    for a model of ``image_size`` pixels, with this process's library ``versions`` by default."""
+    return provenance.cell_provenance(cell, image_size, versions or provenance.library_versions(), BATCH_SIZE)
 
 
 def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, Measure], status: str,
@@ -299,6 +295,7 @@ def _rows(cell: Cell, card: ModelCard, ctx: Context, metrics: dict[str, Measure]
         "params": ";".join(f"{k}={v}" for k, v in sorted(cell.params.items())),
         "model_sha256": cell.model_sha256, "git_sha": ctx.git_sha,
         **{f"v_{k}": v for k, v in ctx.versions.items()},
+        **cell_provenance(cell, card.image_size, ctx.versions).columns(),
     }
     nan = Measure(math.nan, cell.n_images, math.nan, math.nan)
     items = list(metrics.items()) if metrics else [("status", nan)]
@@ -349,12 +346,20 @@ class LocalExecutor:
 
 @dataclass
 class RunSummary:
-    """What a run did: cells planned, skipped (already done), ok, failed or invalid."""
+    """What a run did: cells planned, skipped (already done), ok, failed or invalid, and stale.
+
+    ``stale`` counts the cells stored ``ok`` by other code (another fingerprint, or none: an older
+    store), recomputed by this run; ``stale_reasons`` says why, a phrase per differing component
+    with the number of stale cells it applies to (a cell that differs in two components counts
+    under both), e.g. ``{"engine 3→4": 40, "torch 2.14.0→2.14.1": 12, "no fingerprint (older store)": 7}``.
+    """
 
     planned: int = 0
     skipped: int = 0  # done before the run began, or by another writer of the store while it ran
     ok: int = 0
     failed: list[CellResult] = field(default_factory=list)
+    stale: int = 0
+    stale_reasons: dict[str, int] = field(default_factory=dict)
 
 
 def ensure_trained(models: Sequence[str], on_train: Callable[[str], object] | None = None,
@@ -402,18 +407,54 @@ def plan_profile(profile, model_ids: Sequence[str], cards: dict[str, ModelCard],
     return list(cells.values())
 
 
+def _image_sizes(cells: Sequence[Cell], executor: Executor) -> dict[str, int]:
+    """Gives each model's image size: from the executor's loaded models (a custom model's card is only
+    there), else from its card in the cache."""
+    loaded = getattr(getattr(executor, "ctx", None), "models", {})
+    sizes: dict[str, int] = {}
+    for model in {c.model for c in cells}:
+        card = loaded[model][1] if model in loaded else read_card(model)
+        if card is None:
+            raise CheckpointError(f"{model!r} has no card in this process's cache (is it trained?): its cells' "
+                                  f"fingerprints need its image size")
+        sizes[model] = card.image_size
+    return sizes
+
+
 def execute(store: ResultStore, cells: Sequence[Cell], executor: Executor | None = None,
             on_cell: Callable[[CellResult, int, int], None] | None = None) -> RunSummary:
     """Evaluates the ``cells`` not yet done in ``store``, committing each as it finishes; exports the table.
 
+    A cell is done when it is stored ``ok`` with the fingerprint the current code gives it
+    (:mod:`~robustbench_wbc.bench.provenance`: code and library versions, data, precision, batching);
+    one stored ``ok`` with another fingerprint, or none (an older store), is stale: recomputed, its
+    new result replacing the old under the same cell id, and counted in the summary's ``stale``.
     Only this function writes the store, one cell as each result arrives, whatever the executor:
     a killed run loses only the cells in flight.
     """
-    todo = [c for c in cells if not store.is_done(c.id)]
-    summary = RunSummary(planned=len(cells), skipped=len(cells) - len(todo))
+    executor = executor or LocalExecutor()
+    # the versions the executor's rows record (a Dask worker records its own: if they differ, its cells read as stale)
+    versions = getattr(getattr(executor, "ctx", None), "versions", None) or provenance.library_versions()
+    sizes = _image_sizes(cells, executor)
+    todo: list[Cell] = []
+    stale, reasons = 0, Counter()
+    for c in cells:
+        status, stored_fp = store.stored(c.id)  # two columns of one file: a resumed run asks this of every cell
+        if status != "ok":
+            todo.append(c)
+            continue
+        current = cell_provenance(c, sizes[c.model], versions)
+        if stored_fp == current.fingerprint:
+            continue
+        todo.append(c)
+        stale += 1
+        reasons.update(provenance.stale_reasons(c, current, store.provenance(c.id) if stored_fp else None))
+    summary = RunSummary(planned=len(cells), skipped=len(cells) - len(todo), stale=stale, stale_reasons=dict(reasons))
+    if stale:
+        logger.info("recomputing %d cells computed by other code: %s", stale,
+                    ", ".join(f"{k} ({v})" for k, v in reasons.most_common()))
     # group by model and split so a worker reuses what it loaded; clean cells first in each group
     todo.sort(key=lambda c: (c.model, c.split, not c.is_clean, -c.cost()))
-    executor = executor or LocalExecutor()
     for i, result in enumerate(executor.map(todo), 1):
         if not store.put(result.cell.id, result.rows, result.samples):
             logger.info("cell %s: another writer stored it ok meanwhile; its %s here is dropped", result.cell.id,

@@ -7,8 +7,12 @@ sees either the whole cell or none of it. Per-sample outcomes go beside it, rena
 Several processes may write into one store at once (two runs sharing an ``--out``, or a Dask
 client beside a local run): temporary names are unique per process, a cell's two renames happen
 under the store's lock so its rows and samples come from the same writer, a finished ``ok`` cell
-is never replaced by another writer's failure of it, and exports are serialised, so the last one
-holds every cell committed before it began.
+is never replaced by another writer's failure of it (unless it was computed by other code: another
+fingerprint), and exports are serialised, so the last one holds every cell committed before it began.
+
+Each cell's rows carry its provenance (:mod:`~robustbench_wbc.bench.provenance`) and its
+``fingerprint``; :meth:`ResultStore.stored` reads a cell's status and fingerprint together, which is
+what a resumed run asks of every cell.
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ CELLS, SAMPLES = "cells", "samples"
 # Columns added to the tidy table after results were first stored, with what an older cell reads as:
 # an older store stays readable, its missing numbers unknown rather than invented.
 ADDED_COLUMNS = {"ci_low": float("nan"), "ci_high": float("nan"), "forward_passes": 0, "backward_passes": 0,
-                 "model_params": float("nan"), "v_art": "", "v_pyautoattack": ""}
+                 "model_params": float("nan"), "v_art": "", "v_pyautoattack": "",
+                 # provenance (0 and "": not recorded; such a cell is stale, bench/provenance.py)
+                 "fingerprint": "", "code_scoring": 0, "code_engine": 0, "code_backend": 0, "code_plugin": "",
+                 "data_digest": "", "precision": "", "batching": ""}
+# what ResultStore.provenance reads of a cell: the provenance columns and the library versions
+PROVENANCE_READ = ("fingerprint", "code_scoring", "code_engine", "code_backend", "code_plugin", "data_digest",
+                   "precision", "batching", "v_torch", "v_timm", "v_torchattacks", "v_art", "v_pyautoattack")
 
 
 class StoreWriteError(OSError):
@@ -60,15 +70,43 @@ class ResultStore:
             return None
         return str(status[0].as_py())
 
-    def is_done(self, cell_id: str) -> bool:
-        """A cell is done when it finished with status ``ok``; failed cells are retried."""
-        return self.status(cell_id) == "ok"
+    def stored(self, cell_id: str) -> tuple[str | None, str | None]:
+        """Gives a stored cell's status and fingerprint (``None`` for a cell stored without one), or ``(None, None)``."""
+        got = self._first_row(cell_id, ("status", "fingerprint"))
+        if got is None:
+            return None, None
+        return (None if got.get("status") is None else str(got["status"]),
+                str(got["fingerprint"]) if got.get("fingerprint") else None)
+
+    def provenance(self, cell_id: str) -> dict[str, object] | None:
+        """Gives the provenance a stored cell was recorded with (the columns of :data:`PROVENANCE_READ` it has)."""
+        return self._first_row(cell_id, PROVENANCE_READ)
+
+    def _first_row(self, cell_id: str, columns: tuple[str, ...]) -> dict[str, object] | None:
+        path = self._cell_path(cell_id)
+        if not path.exists():  # a stat, where a failed open through pyarrow costs a millisecond
+            return None
+        try:
+            with pq.ParquetFile(path) as f:  # only these columns, through the file reader (read_table's dataset path is slower)
+                have = [c for c in columns if c in f.schema_arrow.names]
+                table = f.read(columns=have)
+        except FileNotFoundError:
+            return None
+        return {c: table.column(c)[0].as_py() for c in have} if table.num_rows else {}
+
+    def is_done(self, cell_id: str, fingerprint: str | None = None) -> bool:
+        """A cell is done when it finished with status ``ok`` (and, given a ``fingerprint``, was stored with it);
+        failed cells are retried."""
+        status, stored = self.stored(cell_id)
+        return status == "ok" and (fingerprint is None or stored == fingerprint)
 
     def put(self, cell_id: str, rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> bool:
         """Commits one cell: its per-sample outcomes first, then its rows (the commit point).
 
         Gives ``False``, storing nothing, when another writer has meanwhile stored the cell ``ok``
-        and this result is not ``ok`` (a finished cell is never replaced by a failure of it).
+        and this result is not ``ok`` (a finished cell is never replaced by a failure of it), unless the
+        cell stored was computed by other code: its fingerprint is not this result's (or it has none,
+        where this result has one).
         """
         if rows.empty:
             raise ValueError(f"cell {cell_id}: no rows to store")
@@ -79,9 +117,12 @@ class ResultStore:
                 staged.append((stage_parquet(samples, samples_path), samples_path))
             staged.append((stage_parquet(rows, cell_path), cell_path))
             ok = bool((rows["status"] == "ok").all()) if "status" in rows else True
+            mine = str(rows["fingerprint"].iloc[0]) if "fingerprint" in rows else None
             with dir_lock(self.root / CELLS):  # commits take turns; exports lock the root, and do not wait on them
-                if not ok and cell_path.exists() and self.is_done(cell_id):
-                    return False
+                if not ok and cell_path.exists():
+                    status, theirs = self.stored(cell_id)
+                    if status == "ok" and (mine is None or theirs == mine):
+                        return False
                 while staged:
                     os.replace(*staged.pop(0))
             return True

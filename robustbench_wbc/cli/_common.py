@@ -11,6 +11,8 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
+from rich.text import Text
 
 from robustbench_wbc.attacks.base import EpsError
 from robustbench_wbc.bench.store import StoreWriteError
@@ -19,14 +21,26 @@ from robustbench_wbc.models.card import CardError
 from robustbench_wbc.models.hub import CheckpointError
 from robustbench_wbc.registry import PluginError, UnknownNameError
 
-console = Console()
-err_console = Console(stderr=True)
+# what the CLI prints is paths, ids and numbers: no ``:name:`` emoji codes; markup only where a line asks for it
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 USAGE_ERRORS = (UnknownNameError, EpsError, DataOptionError, DataError)
 RUN_ERRORS = (CheckpointError, CardError, PluginError, StoreWriteError)
 
 F = TypeVar("F", bound=Callable)
+
+
+def print_error(message: object) -> None:
+    """Prints ``Error: <message>`` on stderr, the message exactly as it is: a path or a name that holds
+    ``[…]`` (rich's markup) is shown, never read as style."""
+    err_console.print(Text.assemble(("Error:", "bold red"), " ", str(message)), highlight=False)
+
+
+def plain(text: object) -> Text:
+    """Gives ``text`` as rich text for a table cell or a line, highlighted as the console does, never read as markup."""
+    return console.render_str(str(text), markup=False)
 
 
 def handle_errors(fn: F) -> F:
@@ -37,10 +51,10 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except USAGE_ERRORS as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+            print_error(exc)
             raise typer.Exit(EXIT_USAGE) from None
         except RUN_ERRORS as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+            print_error(exc)
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
@@ -95,14 +109,17 @@ MODEL_PLUGIN_HELP = "A Python file whose @register_model builders join the zoo (
 
 
 def training_progress(progress):
-    """Gives ``on_train(model_id) -> update(step, total, val_metrics)``: a rich bar per model trained."""
+    """Gives ``on_train(model_id) -> update(step, total, val_metrics)``: a rich bar per model trained.
+
+    A bar's description is rich markup: the names in it are escaped."""
 
     def on_train(model_id: str):
-        task = progress.add_task(f"train {model_id}", total=None)
+        task = progress.add_task(f"train {escape(model_id)}", total=None)
 
         def update(step: int, total: int, metrics: dict[str, float]) -> None:
             shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "iou" not in k)
-            progress.update(task, completed=step, total=total, description=f"train {model_id} [dim]{shown}[/]")
+            progress.update(task, completed=step, total=total,
+                            description=f"train {escape(model_id)} [dim]{escape(shown)}[/]")
         return update
 
     return on_train

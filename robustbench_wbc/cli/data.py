@@ -48,8 +48,8 @@ def generate(
     card = write_set(spec, n, size, out, name=split)
     wall = time.perf_counter() - t0
     console.print(f"{n} images of {split} at {size}px → {out}  ({card['images_per_s']:.0f} images/s rendering, "
-                  f"{n / wall:.0f} images/s with writing)  sha256 {card['sha256'][:12]}…", highlight=False)
-    console.print(f"class counts: {card['class_counts']}", highlight=False)
+                  f"{n / wall:.0f} images/s with writing)  sha256 {card['sha256'][:12]}…", markup=False, highlight=False)
+    console.print(f"class counts: {card['class_counts']}", markup=False, highlight=False)
 
 
 def _synth_spec(split: str):
@@ -85,7 +85,8 @@ def show(
             if name != d.domain:
                 panels.append((DOMAINS[name].name, load_synth(split, replace(d.synth, domain=name), len(base), size), picks))
     cell_grid(panels, per_class, f"{split}: outline of the cell (green) and nucleus (yellow) from the mask", out)
-    console.print(f"wrote {out} ({len(CLASSES)} classes × {per_class} cells × {len(panels)} domains)", highlight=False)
+    console.print(f"wrote {out} ({len(CLASSES)} classes × {per_class} cells × {len(panels)} domains)", markup=False,
+                  highlight=False)
 
 
 def field_of_view_um(data, anchor: str = "neutrophil") -> float | None:
@@ -139,4 +140,4 @@ def compare(
         panels.append((f"SynthWBC {DOMAINS[name].name}", synth, first_per_class(synth, per_class)))
     scale = f"field {field:.1f} µm (estimated from the real neutrophils)" if field else "SynthWBC's own field"
     cell_grid(panels, per_class, f"real vs SynthWBC, {scale}; outline of the cell (green) and nucleus (yellow)", out)
-    console.print(f"wrote {out}: {real_split} ({len(real_data)} cells) beside {split}, {scale}", highlight=False)
+    console.print(f"wrote {out}: {real_split} ({len(real_data)} cells) beside {split}, {scale}", markup=False, highlight=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from robustbench_wbc.cli._common import console, handle_errors, make_progress, setup_logging
 from robustbench_wbc.cli.run import parse_ints, register_data_options
@@ -53,7 +54,7 @@ def finetune(
         task = progress.add_task("fits", total=len(model_ids) * folds * len(n_shots))
 
         def on_fit(model_id: str, k: int, fold: int) -> None:
-            progress.update(task, advance=1, description=f"fits [dim]{model_id} shots={k} fold={fold}[/]")
+            progress.update(task, advance=1, description=f"fits [dim]{escape(model_id)} shots={k} fold={fold}[/]")
 
         recipe = replace(FINETUNE, steps=steps, val_every=max(1, steps // 3))
         table = cross_validate(model_ids, real, n_shots, folds, seed, recipe, on_fit=on_fit, store=out / "fits")
@@ -61,7 +62,7 @@ def finetune(
     table.to_parquet(out / "finetune.parquet", index=False)
     table.to_csv(out / "finetune.csv", index=False)
     console.print(f"{split}: {len(real)} real cells, {folds}-fold; mean ± sd over folds, % → {out}/finetune.parquet\n",
-                  highlight=False)
+                  markup=False, highlight=False)
     for metric, title in METRICS:
         if (table["metric"] == metric).any():
             console.print(f"**{title}**\n\n{summary_markdown(table, metric)}", markup=False, highlight=False)

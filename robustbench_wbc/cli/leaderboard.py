@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from robustbench_wbc.bench.store import ResultStore
-from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors
+from robustbench_wbc.cli._common import EXIT_FAILED, console, handle_errors, print_error
 from robustbench_wbc.cli.run import DEFAULT_OUT
 from robustbench_wbc.report.by_class import by_class as class_table
 from robustbench_wbc.report.by_class import by_class_markdown
@@ -81,7 +81,7 @@ def leaderboard(
     store = ResultStore(out)
     table = store.table()
     if table.empty:
-        err_console.print(f"[bold red]Error:[/] no results in {out}. Run `wbc-robust run --out {out}` first.")
+        print_error(f"no results in {out}. Run `wbc-robust run --out {out}` first.")
         raise typer.Exit(EXIT_FAILED)
     if by_class:
         per_class = class_table(store, table)
@@ -109,7 +109,7 @@ def leaderboard(
         if by is not None and by not in BY:
             raise typer.BadParameter(f"unknown ranking {by!r}; expected one of {', '.join(BY)}", param_hint="--by")
         try:
-            board = make_board(table, ensemble(store, table), by=by)
+            board = make_board(table, ensemble(store, table), by=by, samples=store.samples)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--by") from None
         text = {Format.md: to_markdown, Format.csv: to_csv, Format.html: leaderboard_html}[format](board)

@@ -18,6 +18,7 @@ from robustbench_wbc.cli._common import (
     load_attack_plugins,
     load_model_plugins,
     make_progress,
+    plain,
     setup_logging,
     training_progress,
     use_profile,
@@ -54,8 +55,8 @@ def models_list(
         except CheckpointError:
             trained = "corrupt"
         params = sum(p.numel() for p in e.builder().parameters())
-        table.add_row(mid, e.family, e.encoder, e.recipe_spec.name, e.track, str(e.seed), f"{params / 1e6:.2f} M", trained,
-                      e.description)
+        table.add_row(*map(plain, (mid, e.family, e.encoder, e.recipe_spec.name, e.track, e.seed, f"{params / 1e6:.2f} M",
+                                   trained, e.description)))
     console.print(table)
 
 
@@ -84,7 +85,8 @@ def train(
             _, card = (None, cached) if cached else load_model(mid, force=force, progress=on_train(mid))
             state = "cached" if cached else f"trained in {card.train_time_s:.1f} s"
             shown = " ".join(f"{k}={v:.3f}" for k, v in card.val_metrics.items() if "iou" not in k)
-            console.print(f"{mid}: {state}; val {shown}; weights sha256 {card.weights_sha256[:12]}…", highlight=False)
+            console.print(f"{mid}: {state}; val {shown}; weights sha256 {card.weights_sha256[:12]}…", markup=False,
+                          highlight=False)
 
 
 models_app.command("train")(train)
@@ -99,7 +101,7 @@ def models_cards(
     out.mkdir(parents=True, exist_ok=True)
     for mid in zoo_ids():
         (out / f"{mid}.yaml").write_text(zoo_card(mid, read_card(mid)).to_yaml())
-        console.print(f"wrote {out / (mid + '.yaml')}")
+        console.print(f"wrote {out / (mid + '.yaml')}", markup=False)
 
 
 @attacks_app.command("list")
@@ -115,9 +117,9 @@ def attacks_list(
                   "default eps", "targets", "params", "description")
     for aid in ids:
         a = ATTACKS.get(aid)
-        table.add_row(aid, a.norm, a.backend, ", ".join(eps_label(e, a.norm) for e in a.default_eps),
-                      ",".join(a.targets), " ".join(f"{k}={v}" for k, v in a.params.items()),
-                      a.description)
+        table.add_row(*map(plain, (aid, a.norm, a.backend, ", ".join(eps_label(e, a.norm) for e in a.default_eps),
+                                   ",".join(a.targets), " ".join(f"{k}={v}" for k, v in a.params.items()),
+                                   a.description)))
     console.print(table)
 
 
@@ -135,4 +137,4 @@ def splits_list(
     for sid in SPLITS.list(filter):
         s = SPLITS.get(sid)
         console.print(f"{sid:<28} {s.role:<10} {s.domain:<12} n={s.default_n:<6} {s.description}",
-                      highlight=False, soft_wrap=True)
+                      markup=False, highlight=False, soft_wrap=True)

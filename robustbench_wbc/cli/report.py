@@ -9,7 +9,7 @@ import typer
 
 from robustbench_wbc.atomic import atomic_write_text
 from robustbench_wbc.bench.store import ResultStore
-from robustbench_wbc.cli._common import EXIT_FAILED, console, err_console, handle_errors
+from robustbench_wbc.cli._common import EXIT_FAILED, console, handle_errors, print_error
 from robustbench_wbc.cli.run import DEFAULT_OUT
 from robustbench_wbc.report.html import DEFAULT_TITLE, render_report
 
@@ -28,8 +28,7 @@ def report(
     store = ResultStore(results)
     table = store.table()
     if table.empty:
-        err_console.print(f"[bold red]Error:[/] no results in {results}. Run `wbc-robust run --out {results}` first.",
-                          highlight=False)
+        print_error(f"no results in {results}. Run `wbc-robust run --out {results}` first.")
         raise typer.Exit(EXIT_FAILED)
     path = out if out is not None else results / REPORT_NAME
     atomic_write_text(render_report(store, title=title, table=table), path)

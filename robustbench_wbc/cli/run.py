@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from robustbench_wbc.attacks.base import ATTACKS, NORMS, TARGETS, EpsError, parse_eps, with_backend
 from robustbench_wbc.bench.cells import CLEAN
@@ -29,6 +30,7 @@ from robustbench_wbc.cli._common import (
     load_attack_plugins,
     load_model_plugins,
     make_progress,
+    print_error,
     setup_logging,
     training_progress,
     use_profile,
@@ -124,7 +126,7 @@ def open_executor(kind: ExecutorKind, device, workers: int | None, scheduler: st
         dask_executor = DaskExecutor(device, workers=workers, scheduler=scheduler, setup=setup)
         dask_executor.start()
     except SchedulerError as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        print_error(exc)
         raise typer.Exit(EXIT_USAGE) from None
     with dask_executor:
         yield dask_executor
@@ -236,7 +238,7 @@ def run(
         def on_cell(result, i: int, total: int) -> None:
             c = result.cell
             progress.update(cells_task, completed=i, total=total,
-                            description=f"cells [dim]{c.model} {c.split} {c.attack}[/]")
+                            description=f"cells [dim]{escape(f'{c.model} {c.split} {c.attack}')}[/]")
 
         if run_profile is None:
             summary = run_matrix(model_ids, split_ids, attack_ids, out, eps_values, n_images, seed,
@@ -250,9 +252,9 @@ def run(
             summary = execute(ResultStore(out), cells, cell_executor, on_cell=on_cell)
 
     console.print(f"{summary.planned} cells: {summary.skipped} already done, {summary.ok} run, "
-                  f"{len(summary.failed)} failed → {out}/results.parquet, {out}/results.csv")
+                  f"{len(summary.failed)} failed → {out}/results.parquet, {out}/results.csv", markup=False)
     for r in summary.failed:
-        err_console.print(f"[red]{r.status}[/] {r.cell.model} {r.cell.split} {r.cell.attack} "
-                          f"eps={r.cell.eps:.5g}: {r.reason}", highlight=False)
+        err_console.print(f"[red]{escape(r.status)}[/] {escape(f'{r.cell.model} {r.cell.split} {r.cell.attack}')} "
+                          f"eps={r.cell.eps:.5g}: {escape(str(r.reason))}", highlight=False)
     if summary.failed:
         raise typer.Exit(EXIT_FAILED)

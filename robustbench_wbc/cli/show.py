@@ -15,6 +15,7 @@ from robustbench_wbc.cli._common import (
     err_console,
     handle_errors,
     make_progress,
+    print_error,
     training_progress,
 )
 from robustbench_wbc.cli.run import DEFAULT_OUT, register_data_options
@@ -23,7 +24,7 @@ show_app = typer.Typer(help="Draw figures (PNG): the segmentation panel, and a r
 
 
 def _usage_error(exc: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+    print_error(exc)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -85,7 +86,7 @@ def segmentation(
     except ValueError as exc:
         raise _usage_error(exc) from None
     under = "" if budget is None else f", clean and under pgd (seg) at eps {eps}"
-    console.print(f"wrote {out}: {unet} and {multitask} on {split}{under}", highlight=False)
+    console.print(f"wrote {out}: {unet} and {multitask} on {split}{under}", markup=False, highlight=False)
 
 
 FIGURES = (
@@ -112,7 +113,7 @@ def figures(
 
     table = ResultStore(out).table()
     if table.empty:
-        err_console.print(f"[bold red]Error:[/] no results in {out}. Run `wbc-robust run --out {out}` first.")
+        print_error(f"no results in {out}. Run `wbc-robust run --out {out}` first.")
         raise typer.Exit(EXIT_FAILED)
     to = out / "figures" if to is None else to
     written = []
@@ -122,10 +123,10 @@ def figures(
         try:
             getattr(figs, fn)(table, to / name, **kwargs)
         except ValueError as exc:
-            err_console.print(f"skipped {name} ({what}): {exc}", highlight=False)
+            err_console.print(f"skipped {name} ({what}): {exc}", markup=False, highlight=False)
             continue
         written.append(to / name)
-        console.print(f"wrote {to / name}: {what}", highlight=False)
+        console.print(f"wrote {to / name}: {what}", markup=False, highlight=False)
     if not written:
-        err_console.print(f"[bold red]Error:[/] the results in {out} make none of the figures")
+        print_error(f"the results in {out} make none of the figures")
         raise typer.Exit(EXIT_FAILED)

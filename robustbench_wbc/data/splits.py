@@ -110,6 +110,18 @@ class SynthSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def cell_stream(split: str) -> str:
+    """Names the cells a split holds: image ``i`` of two splits with the same stream is one cell.
+
+    SynthWBC splits made from the same stream seed show the same cells (the OOD, probe and
+    corruption splits are the test cells under another lab or treatment), so a statistic over
+    several of them must resample by cell, not by image. Any other split (real data, or an id not
+    registered in this process) holds cells of its own.
+    """
+    d = SPLITS._entries.get(split)
+    return f"synth-seed-{d.synth.seed}" if d is not None and d.synth is not None else split
+
+
 PROBES = ("grayscale",)
 
 

@@ -93,6 +93,13 @@ for _lam in SEG_WEIGHTS:
                                                   seg_weight=_lam)
 
 
+def adversarially_trained(recipe: str) -> bool | None:
+    """Says whether the recipe named ``recipe`` (as a result table records it, ``full+paper``
+    included) trains adversarially; ``None`` for a name this version does not know."""
+    r = RECIPES.get(str(recipe).split("+", 1)[0])
+    return None if r is None else bool(r.adv_train)
+
+
 @dataclass(frozen=True)
 class Profile:
     """How big the zoo's training is: ``default`` fits 2 CPU cores in minutes; ``paper`` is larger.

@@ -14,7 +14,7 @@ import pandas as pd
 from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.data.synth import CLASSES
-from robustbench_wbc.report.leaderboard import current_rows, split_role
+from robustbench_wbc.report.rows import current_rows, split_role
 
 METRICS = {"accuracy": "accuracy", "clean_nucleus_dice": "nucleus_dice", "clean_cytoplasm_dice": "cytoplasm_dice"}
 

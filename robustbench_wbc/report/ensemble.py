@@ -20,7 +20,7 @@ import pandas as pd
 from robustbench_wbc.attacks.base import eps_label
 from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.bench.store import ResultStore
-from robustbench_wbc.report.leaderboard import current_rows
+from robustbench_wbc.report.rows import current_rows
 
 GROUP = ["model", "model_seed", "split", "norm", "eps", "n"]
 

@@ -105,7 +105,7 @@ def _percent(ax, axis: str = "y") -> None:
 def scored_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The rows a figure reads: each model as it is now (:func:`current_rows`), status ``ok``, and
     ``role`` (:func:`split_role`) added."""
-    from robustbench_wbc.report.leaderboard import current_rows, split_role
+    from robustbench_wbc.report.rows import current_rows, split_role
 
     if table is None or table.empty:
         raise ValueError("the table is empty: no results yet (run `wbc-robust run` first)")
@@ -289,38 +289,37 @@ def id_ood_points(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame
     return points.reset_index()[["model", "family", "id", "ood"]]
 
 
-def linear_fit(x, y) -> tuple[float, float] | None:
-    """Gives the least-squares line ``(slope, intercept)`` of ``y`` on ``x`` (``numpy.polyfit``, degree 1),
-    or ``None`` where it is not defined: fewer than two points, or every ``x`` the same."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2 or np.ptp(x) == 0:
-        return None
-    slope, intercept = np.polyfit(x, y, 1)
-    return float(slope), float(intercept)
-
-
 def id_vs_ood(table: pd.DataFrame, out: str | Path, metric: str = "accuracy", dpi: int = 100):
-    """Draws each model's clean accuracy in distribution (x) against its mean OOD accuracy (y).
+    """Draws each model's clean accuracy in distribution (x) against its mean OOD accuracy (y), and the line of
+    :func:`robustbench_wbc.report.shift.effective_robustness` where its fit is determined.
 
-    Points are coloured by family and labelled by model; the least-squares line across the models
-    (:func:`linear_fit` on the points of :func:`id_ood_points`, the Line2D with gid ``fit``) and the
-    line y = x (gid ``identity``) are drawn. A model above the fit is more robust to the shift than
-    its in-distribution accuracy predicts ("accuracy on the line", Miller et al. 2021).
+    Points are coloured by family and labelled by model, the standard-trained models (the baselines
+    the line is fitted on) filled, the others hollow. The line is the fit's, mapped back from its
+    axes (a curve here; the Line2D with gid ``fit``); where the fit is undetermined no line is
+    drawn and the title says why. The line y = x has gid ``identity``. A model above the line is
+    more robust to the shift than its in-distribution accuracy predicts ("accuracy on the line",
+    Miller et al. 2021); the distance is its effective robustness.
     """
+    from robustbench_wbc.report.shift import effective_robustness, from_axis, to_axis
+
     points = id_ood_points(table, metric)
-    fit = linear_fit(points["id"], points["ood"])
+    fit, per_model = effective_robustness(table, metric)
+    baseline = per_model.set_index("model")["baseline"].reindex(points["model"]).fillna(False).to_numpy(bool)
     fig = _new_figure(5.4, 4.8)
     ax = fig.subplots()
     lo = min(0.0, float(points[["id", "ood"]].min().min()))
     grid = np.array([lo, 1.0])
     ax.plot(grid, grid, ls="--", lw=1, color="grey", label="y = x", gid="identity")
-    if fit is not None:
-        slope, intercept = fit
-        ax.plot(grid, slope * grid + intercept, lw=1.2, color="black", gid="fit",
-                label=f"fit: y = {slope:.2f} x {'+' if intercept >= 0 else '−'} {abs(intercept):.2f}")
-    for family, grp in points.groupby("family", sort=True):
-        ax.scatter(grp["id"], grp["ood"], s=30, color=FAMILY_COLORS.get(family, "tab:purple"), label=family,
-                   zorder=3, gid=f"points-{family}")
+    if fit["determined"]:
+        xs = np.linspace(max(lo, 1e-3), 1 - 1e-3, 200)
+        kind = fit["transform"]
+        ax.plot(xs, from_axis(fit["slope"] * to_axis(xs, kind) + fit["intercept"], kind), lw=1.2, color="black",
+                gid="fit", label=f"line of {fit['n_models']} standard-trained models ({kind}), R² {fit['r2']:.2f}")
+    for family, grp in points.assign(_base=baseline).groupby("family", sort=True):
+        color = FAMILY_COLORS.get(family, "tab:purple")
+        for is_base, part in grp.groupby("_base"):
+            ax.scatter(part["id"], part["ood"], s=30, zorder=3, label=family if is_base or not grp["_base"].any() else None,
+                       gid=f"points-{family}", color=color if is_base else "none", edgecolors=color)
     for _, p in points.iterrows():
         ax.annotate(p["model"], (p["id"], p["ood"]), textcoords="offset points", xytext=(4, 3), fontsize=6.5)
     ax.set_xlim(lo - 0.02, 1.02)
@@ -333,8 +332,9 @@ def id_vs_ood(table: pd.DataFrame, out: str | Path, metric: str = "accuracy", dp
     ax.set_ylabel(f"OOD clean {name} (mean over OOD splits)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", frameon=False)
-    note = "" if fit is not None else "\nno fit: fewer than two models with distinct ID scores"
-    ax.set_title(f"in distribution vs OOD, {len(points)} models{note}", fontsize=9)
+    note = "" if fit["determined"] else "\nno line: " + fit["reason"]
+    ax.set_title(f"in distribution vs OOD, {len(points)} models (hollow: adversarially trained){note}", fontsize=8,
+                 wrap=True)
     fig.tight_layout()
     return _save(fig, out, dpi)
 

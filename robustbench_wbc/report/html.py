@@ -32,14 +32,13 @@ from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.data.synth import CLASSES
 from robustbench_wbc.report.by_class import by_class
 from robustbench_wbc.report.ensemble import cross_task, cross_task_rows, ensemble
-from robustbench_wbc.report.leaderboard import HEADERS, _fmt, leaderboard, sd_columns
+from robustbench_wbc.report.leaderboard import HEADERS, leaderboard, legend, rendered, threat_label
 from robustbench_wbc.report.reliability import CHECKS, diagnose
+from robustbench_wbc.report.rows import current_rows
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TITLE = "robustbench-wbc report"
-# leaderboard columns that only serve the ranking (as in the markdown leaderboard)
-HIDDEN = ("tied", "key_low", "key_high")
 UNRELIABLE_STYLE = "background:#fde2e1"
 # (function in robustbench_wbc.report.figures, title, caption): drawn where this version has the function
 FIGURES = (
@@ -128,46 +127,31 @@ def _is_true(v: object) -> bool:
     return isinstance(v, (bool, np.bool_)) and bool(v)
 
 
-def _by_text() -> dict[str, str]:
-    mod = importlib.import_module("robustbench_wbc.report.leaderboard")
-    return getattr(mod, "BY_TEXT", {})
-
-
 def leaderboard_html(board: pd.DataFrame) -> str:
-    """Renders a leaderboard as a plain HTML ``<table>`` (then a ``<p>`` saying what ranks it, where known).
+    """Renders a leaderboard as a plain HTML ``<table>``, then its legend (what ranks it, by which rule, notes).
 
-    The cells read as in :func:`robustbench_wbc.report.leaderboard.to_markdown`: percent with one
-    decimal, ``mean ± sd`` where a ``<column>_sd`` has a spread over seeds (the ``_sd`` columns get
-    no column of their own), ``n=`` for a shared rank. A model flagged ``unreliable`` gets a
-    highlighted row (class ``unreliable`` and an inline background, so it shows without the
-    report's CSS) whose ``title`` is the reason.
+    The cells and titles are :func:`robustbench_wbc.report.leaderboard.rendered`'s, as in the
+    markdown leaderboard: percent with one decimal, ``mean ± sd`` over seeds, each eps in its norm's
+    form, ``n=`` for a shared rank. A model flagged ``unreliable`` gets a highlighted row (class
+    ``unreliable`` and an inline background, so it shows without the report's CSS) whose ``title``
+    is the reason.
     """
     if board.empty:
         return '<p class="note"><em>No results yet: run <code>wbc-robust run</code> first.</em></p>\n'
-    sd_of = sd_columns(board)
-    cols = [c for c in board.columns if c not in sd_of.values() and c not in HIDDEN]
-    head = [HEADERS.get(c, f"{c} robust acc %") for c in cols]
+    cols, titles, rows = rendered(board)
     num = [j for j, c in enumerate(cols)
            if c not in ("rank", "unreliable") and pd.api.types.is_numeric_dtype(board[c])
            and not pd.api.types.is_bool_dtype(board[c])]
     wide = [j for j, c in enumerate(cols) if c == "unreliable_reason"]
-    rows, attrs = [], []
+    attrs = []
     for _, row in board.iterrows():
-        cells = [_fmt(row[c], c, row[sd_of[c]] if c in sd_of else None) for c in cols]
-        if "tied" in board and _is_true(row["tied"]) and "rank" in cols:
-            cells[cols.index("rank")] += "="  # shares its rank: the intervals overlap
-        rows.append(cells)
         if "unreliable" in board and _is_true(row["unreliable"]):
             reason = row.get("unreliable_reason", "") or "flagged unreliable"
             attrs.append(f'class="unreliable" style="{UNRELIABLE_STYLE}" title="{esc(reason)}"')
         else:
             attrs.append("")
-    out = _table(head, rows, num=num, wide=wide, cls="leaderboard", row_attrs=attrs)
-    by = board.attrs.get("by")
-    by_text = _by_text()
-    if by in by_text:
-        out += _note(f"Ranked by {by_text[by]}; n= marks a rank shared by models whose 95 % intervals overlap.")
-    return out
+    out = _table(titles, rows, num=num, wide=wide, cls="leaderboard", row_attrs=attrs)
+    return out + "".join(_note(line.replace("`", "")) for line in legend(board))
 
 
 # --- the sections -------------------------------------------------------------------------------
@@ -233,7 +217,8 @@ def _diagnostics_section(table: pd.DataFrame) -> str:
     if diag.empty:
         return (f'<p><span class="ok">No check was violated.</span> Checked where the results allow: {esc(checks)}.</p>\n')
     rows = [[r["model"], r["model_seed"], r["split"], CHECKS.get(r["check"], r["check"]), r["target"], r["attack"],
-             eps_label(float(r["eps"]), "linf"), r["reason"]] for _, r in diag.iterrows()]
+             threat_label(r["norm"], float(r["eps"])) if r["norm"] in ("linf", "l2") else "–", r["reason"]]
+            for _, r in diag.iterrows()]
     flagged = diag["model"].nunique()
     return (f'<p><span class="flag">{len(diag)} violated check{"s" * (len(diag) != 1)} in {flagged} '
             f'model{"s" * (flagged != 1)}</span>: their numbers may overstate robustness. All checks: {esc(checks)}.</p>\n'
@@ -392,7 +377,14 @@ def render_report(store: ResultStore, title: str = DEFAULT_TITLE, table: pd.Data
     if table.empty:
         body = {"run": '<p class="note"><em>No results yet: run <code>wbc-robust run</code> first.</em></p>\n'}
         return _page(title, subtitle, body)
-    body: dict[str, str] = {"run": _runs_section(table, store.root)}
+    # every section reads the rows the leaderboard reads (the newest checkpoint of each model, one row per
+    # measurement): no section may show a number of a row that another section left out
+    current = current_rows(table)
+    left_out = len(table) - len(current)
+    body: dict[str, str] = {"run": _runs_section(current, store.root)
+                            + (_note(f"{left_out} rows of older checkpoints or repeated measurements are left out of "
+                                     f"every section (the report reads what the leaderboard reads).") if left_out else "")}
+    table = current
     notes = ""
     try:
         ens = ensemble(store, table)
@@ -400,7 +392,7 @@ def render_report(store: ResultStore, title: str = DEFAULT_TITLE, table: pd.Data
         logger.warning("no ensemble column: %s", exc)
         ens, notes = None, _note(f"No ensemble column: the per-sample outcomes could not be read ({exc}).")
     try:
-        board = leaderboard(table, ens)
+        board = leaderboard(table, ens, samples=store.samples)
     except ValueError as exc:
         body["leaderboard"] = _note(f"No leaderboard: {exc}")
     else:

@@ -91,6 +91,7 @@ import pandas as pd
 
 from robustbench_wbc.attacks.base import eps_label
 from robustbench_wbc.bench.cells import CLEAN
+from robustbench_wbc.report.rows import current_rows
 
 Z = 1.96  # two-sided 95 %
 ZERO_GRAD_MAX = 0.05
@@ -118,7 +119,7 @@ CHECKS = {
     "random_outputs": "the outputs change between forward passes",
     "probability_outputs": "the model returns probabilities, not logits",
 }
-DIAG_COLUMNS = ["model", "model_seed", "split", "check", "target", "attack", "eps", "reason"]
+DIAG_COLUMNS = ["model", "model_seed", "split", "check", "target", "attack", "norm", "eps", "reason"]
 FLAG_COLUMNS = ["model", "model_seed", "unreliable", "unreliable_reason"]
 GROUP = ["model", "model_seed", "split"]
 
@@ -158,24 +159,19 @@ def _pts(v: float) -> str:
 
 
 def _usable(table: pd.DataFrame) -> pd.DataFrame:
-    """The ``ok`` rows with a value, one per coordinate: of repeats, the one with the most images (then the newest)."""
-    t = table[(table["status"] == "ok") & table["value"].notna()].copy()
-    for col, default in (("seed", 0), ("params", ""), ("norm", "none"), ("target", "none")):
-        if col not in t:
-            t[col] = default
-    t["params"] = t["params"].fillna("").astype(str)
+    """The current rows (:func:`robustbench_wbc.report.rows.current_rows`, the rule every report reads by) that
+    are ``ok`` and have a value, with the eps rounded for matching (``_eps``)."""
+    t = current_rows(table)
+    t = t[(t["status"] == "ok") & t["value"].notna()].copy()
     t["eps"] = t["eps"].astype(float).fillna(0.0)
     t["_eps"] = t["eps"].round(EPS_DECIMALS)
     t["n"] = pd.to_numeric(t["n"], errors="coerce").fillna(0)
-    order = ["n", "finished_at"] if "finished_at" in t else ["n"]
-    t = t.sort_values(order, kind="stable")
-    coords = [*GROUP, "attack", "target", "norm", "_eps", "seed", "params", "metric"]
-    return t.drop_duplicates(coords, keep="last")
+    return t.drop_duplicates([*GROUP, "attack", "target", "norm", "_eps", "seed", "params", "metric"], keep="last")
 
 
 def _row(r, check: str, reason: str, attack: str | None = None, eps: float | None = None) -> dict:
     return {"model": r["model"], "model_seed": r["model_seed"], "split": r["split"], "check": check,
-            "target": r["target"], "attack": r["attack"] if attack is None else attack,
+            "target": r["target"], "attack": r["attack"] if attack is None else attack, "norm": r["norm"],
             "eps": float(r["eps"] if eps is None else eps), "reason": reason}
 
 
@@ -318,7 +314,7 @@ def _square(head: pd.DataFrame) -> list[dict]:
 
 
 def diagnose(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per violated check: model, model_seed, split, check, target, attack, eps, reason.
+    """One row per violated check: model, model_seed, split, check, target, attack, norm, eps, reason.
 
     Only rows with status ``ok`` count; see the module docstring for the checks and thresholds.
     """

@@ -15,9 +15,26 @@ bounded in [0, 1], and the models of this bench sit near the ceiling in distribu
 above), where a straight line in raw units bends (a small zoo fitted on raw accuracy happily
 predicts OOD accuracies above 100 % for a better model); the logit stretches both ends so the
 trend is linear there and a prediction maps back into (0, 1). ``"probit"`` (Miller et al.) is
-nearly the same curve; ``"linear"`` (raw units) is there for a plain reading, as in the analyses
-that fit untransformed accuracies. Values are clipped to ``[1e-4, 1 − 1e-4]`` before a logit or
-probit, so that 0 % or 100 % stays finite.
+nearly the same curve; ``"linear"`` (raw units) is there for a plain reading.
+
+Three rules keep the fit from being an artefact:
+
+* **The line is fitted on the standard-trained models only** (Taori et al. fit it on baselines:
+  adversarial training moves a model off the line, which is what is measured, not what sets it).
+  Every model with both numbers gets a residual against that line; a recipe this version does not
+  know is left out of the fit (it cannot be told standard).
+* **Proportions are smoothed before the transform**, ``p̃ = (k + ½)/(n + 1)`` with ``k`` the images
+  right (``value × n``, summed over the splits of a role) and ``n`` the images: 100 % on 256
+  images reads 99.8 %, a finite logit fixed by the data's own size, where clipping at an arbitrary
+  ``1e-4`` set the logit of every perfect model to 9.2 and decided the slope. A mean of per-image
+  scores (Dice) is smoothed the same way. The fit, the prediction and the residual are on the
+  smoothed values; ``id`` and ``ood`` report the observed ones.
+* **A fit that cannot carry a number says so** (``determined`` false, with the ``reason``): fewer
+  than :data:`MIN_BASELINES` standard-trained models; in-distribution accuracy *saturated*, i.e.
+  the baselines' transformed ID values spread less than :data:`SATURATION_NOISE` times their own
+  sampling noise (their sample sd against the root mean square of the delta-method standard error,
+  ``1/√(n p̃(1 − p̃))`` on the logit axis); or ``R²`` below :data:`R2_MIN`. The leaderboard then
+  shows ``–`` with the reason in its legend, never a residual.
 
 Corruption error
 ----------------
@@ -51,22 +68,28 @@ import pandas as pd
 
 from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.data.splits import SPLITS
-from robustbench_wbc.report.leaderboard import current_rows, split_role
+from robustbench_wbc.models.zoo import adversarially_trained
+from robustbench_wbc.report.rows import SEED_KEYS, current_rows, split_role
 
 logger = logging.getLogger(__name__)
 
-CLIP = 1e-4
+CLIP = 1e-9  # a numerical guard for plots only: effective_robustness smooths proportions instead
 TRANSFORMS = ("logit", "probit", "linear")
-SEED_KEYS = ["model", "model_seed"]
+MIN_BASELINES = 4  # standard-trained models the line needs before a residual is read off it
+R2_MIN = 0.5  # a line that explains less of the baselines' OOD spread than this carries no residual
+SATURATION_NOISE = 2.0  # the baselines' ID spread must exceed this many times its sampling noise
+SMOOTHING = "(k + ½)/(n + 1)"
 _NORMAL = NormalDist()
 
 
-def to_axis(values: np.ndarray | pd.Series | float, kind: str = "logit") -> np.ndarray:
-    """Maps values in [0, 1] onto the fit's axis: ``logit`` (clipped to ``[1e-4, 1 − 1e-4]``), ``probit`` or ``linear``."""
+def to_axis(values: np.ndarray | pd.Series | float, kind: str = "logit", guard: bool = True) -> np.ndarray:
+    """Maps values in [0, 1] onto the fit's axis: ``logit``, ``probit`` or ``linear``. With ``guard``, 0 and 1
+    are kept finite by a clip at :data:`CLIP` (for plotting); :func:`effective_robustness` smooths its inputs
+    away from both instead and transforms them unclipped."""
     x = np.asarray(values, dtype=float)
     if kind == "linear":
         return x
-    p = np.clip(x, CLIP, 1 - CLIP)
+    p = np.clip(x, CLIP, 1 - CLIP) if guard else x
     if kind == "logit":
         return np.log(p / (1 - p))
     if kind == "probit":
@@ -75,7 +98,7 @@ def to_axis(values: np.ndarray | pd.Series | float, kind: str = "logit") -> np.n
 
 
 def from_axis(values: np.ndarray | pd.Series | float, kind: str = "logit") -> np.ndarray:
-    """The inverse of :func:`to_axis` (up to its clipping)."""
+    """The inverse of :func:`to_axis` (up to its guard)."""
     y = np.asarray(values, dtype=float)
     if kind == "linear":
         return y
@@ -101,79 +124,153 @@ def _model_info(table: pd.DataFrame, models) -> pd.DataFrame:
     return table.drop_duplicates("model").set_index("model")[cols].reindex(list(models))
 
 
-EFFECTIVE_COLUMNS = ["model", "family", "recipe", "seeds", "ood_splits", "id", "ood", "predicted_ood", "residual",
-                     "residual_transformed"]
+EFFECTIVE_COLUMNS = ["model", "family", "recipe", "baseline", "seeds", "ood_splits", "id", "ood", "predicted_ood",
+                     "residual", "residual_transformed"]
+
+
+def smoothed(k: float | np.ndarray, n: float | np.ndarray) -> np.ndarray:
+    """The smoothed proportion ``(k + ½)/(n + 1)`` of ``k`` successes in ``n`` (never 0 or 1).
+
+    >>> float(smoothed(256, 256)), float(smoothed(0, 256))
+    (0.9980544747081712, 0.0019455252918287938)
+    """
+    return (np.asarray(k, dtype=float) + 0.5) / (np.asarray(n, dtype=float) + 1.0)
+
+
+def _axis_se(p: np.ndarray, n: np.ndarray, kind: str) -> np.ndarray:
+    """The delta-method standard error of ``T(p̂)`` for a proportion estimated on ``n`` images."""
+    p, n = np.asarray(p, dtype=float), np.asarray(n, dtype=float)
+    sd = np.sqrt(p * (1 - p) / n)
+    if kind == "linear":
+        return sd
+    if kind == "logit":
+        return sd / (p * (1 - p))
+    density = np.exp(-0.5 * to_axis(p, "probit", guard=False) ** 2) / np.sqrt(2 * np.pi)
+    return sd / density
 
 
 def effective_robustness(table: pd.DataFrame, metric: str = "accuracy", transform: str = "logit",
                          ood_role: str = "ood", id_role: str = "test") -> tuple[dict, pd.DataFrame]:
-    """Fits the ID → OOD line across models and gives each model's effective robustness (its residual).
+    """Fits the ID → OOD line on the standard-trained models and gives each model's effective robustness.
 
     Per (model, training seed), ``id`` is the clean ``metric`` on the splits of role ``id_role``
     (``test``: the in-distribution test split) and ``ood`` the mean over the splits of role
     ``ood_role`` (``ood``: SynthWBC's other labs; ``real`` or ``corruption`` work too); a seed
-    needs both. A model's ``id`` and ``ood`` are the means over its seeds (``seeds`` of them).
+    needs both. Each is also smoothed, ``(k + ½)/(n + 1)`` over the role's images (:func:`smoothed`);
+    a model's values are the means over its seeds (``seeds`` of them).
 
-    The line ``T(ood) = slope · T(id) + intercept`` is fitted by least squares across models,
-    ``T`` being the transform (``logit`` by default, ``probit`` or ``linear``; see the module's
-    notes). ``predicted_ood = T⁻¹(slope · T(id) + intercept)``; ``residual = ood − predicted_ood``
-    (in the metric's own units: the effective robustness, positive above the line) and
-    ``residual_transformed = T(ood) − (slope · T(id) + intercept)`` (on the fitted axis).
+    The line ``T(ood) = slope · T(id) + intercept`` is fitted by least squares on the *baselines*:
+    the models whose recipe trains without adversarial examples (``baseline`` true;
+    :func:`robustbench_wbc.models.zoo.adversarially_trained`), ``T`` being the transform (``logit`` by
+    default, ``probit`` or ``linear``; see the module's notes), on the smoothed values.
+    ``predicted_ood = T⁻¹(slope · T(id) + intercept)``; ``residual = ood − predicted_ood`` (smoothed
+    values, in the metric's own units: the effective robustness, positive above the line) and
+    ``residual_transformed`` the same on the fitted axis. Every model with both numbers gets them,
+    baselines and adversarially trained ones alike.
 
-    Gives ``(fit, per_model)``: ``fit`` a dict with ``slope``, ``intercept``, ``r2`` (of the fit,
-    on the transformed axis; NaN when every model has the same OOD value), ``n_models``,
-    ``transform``, ``metric``, ``ood_role``; ``per_model`` one row per fitted model, best residual
-    first. Raises :class:`ValueError` when fewer than three models have both numbers (two points
-    always lie on a line) or when all of them have the same ID value (no line through them).
+    Gives ``(fit, per_model)``: ``fit`` a dict with ``slope``, ``intercept``, ``r2`` (on the
+    baselines, on the transformed axis; NaN when they all have the same OOD value), ``n_models``
+    (baselines fitted), ``baselines`` (their names), ``transform``, ``metric``, ``ood_role``,
+    ``smoothing``, and ``determined`` with its ``reason`` (see the module's notes; a residual is
+    only to be read where ``determined`` is true); ``per_model`` one row per model, best residual
+    first (residuals NaN where no line could be fitted at all). Raises :class:`ValueError` when no
+    model has both numbers.
     """
     kind = transform
     if kind not in TRANSFORMS:
         raise ValueError(f"unknown transform {kind!r}: use one of {', '.join(TRANSFORMS)}")
     cells = _clean_cells(table, metric)
-    per_seed = pd.DataFrame({
-        "id": cells[cells["role"] == id_role].groupby(SEED_KEYS)["value"].mean(),
-        "ood": cells[cells["role"] == ood_role].groupby(SEED_KEYS)["value"].mean(),
-        "ood_splits": cells[cells["role"] == ood_role].groupby(SEED_KEYS)["split"].nunique(),
-    }) if not cells.empty else pd.DataFrame(columns=["id", "ood", "ood_splits"])
-    both = per_seed.dropna(subset=["id", "ood"])
+    if not cells.empty:
+        cells = cells.assign(_k=cells["value"] * cells["n"])
+    def role_sums(role: str) -> pd.DataFrame:
+        sel = cells[cells["role"] == role]
+        return sel.groupby(SEED_KEYS).agg(value=("value", "mean"), k=("_k", "sum"), n=("n", "sum"),
+                                          splits=("split", "nunique"))
+    if cells.empty:
+        both = pd.DataFrame()
+    else:
+        ids, oods = role_sums(id_role), role_sums(ood_role)
+        both = ids.add_suffix("_id").join(oods.add_suffix("_ood"), how="inner")
     lacking = sorted(set(cells["model"]) - set(both.index.get_level_values("model"))) if not cells.empty else []
     if lacking:
         logger.info("effective robustness leaves out %s: no seed with both %s (role %s) and %s (role %s)",
                     lacking, metric, id_role, metric, ood_role)
     if both.empty:
-        n = 0
-        per_model = pd.DataFrame(columns=["id", "ood", "seeds", "ood_splits"])
-    else:
-        g = both.groupby(level="model")
-        per_model = g[["id", "ood"]].mean().assign(seeds=g.size(), ood_splits=g["ood_splits"].max())
-        n = len(per_model)
-    if n < 3:
-        raise ValueError(f"effective robustness needs at least 3 models with clean {metric} on both the "
-                         f"{id_role!r} and the {ood_role!r} splits (status ok); the table has {n}"
-                         + (f": {', '.join(per_model.index)}" if n else ""))
-    x = to_axis(per_model["id"], kind)
-    y = to_axis(per_model["ood"], kind)
-    if np.ptp(x) == 0:
-        raise ValueError(f"effective robustness: all {n} models have the same {id_role} {metric} "
-                         f"({per_model['id'].iloc[0]:.4g}), so no line can be fitted through them")
-    slope, intercept = np.polyfit(x, y, 1)
-    fitted = slope * x + intercept
-    ss_res = float(np.sum((y - fitted) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1 - ss_res / ss_tot if ss_tot > 0 else float("nan")
-    per_model["predicted_ood"] = from_axis(fitted, kind)
-    per_model["residual"] = per_model["ood"] - per_model["predicted_ood"]
-    per_model["residual_transformed"] = y - fitted
+        raise ValueError(f"effective robustness needs models with clean {metric} on both the {id_role!r} and the "
+                         f"{ood_role!r} splits (status ok); the table has none")
+    both = both.assign(id_s=smoothed(both["k_id"], both["n_id"]), ood_s=smoothed(both["k_ood"], both["n_ood"]))
+    g = both.groupby(level="model")
+    per_model = pd.DataFrame({"id": g["value_id"].mean(), "ood": g["value_ood"].mean(), "id_s": g["id_s"].mean(),
+                              "ood_s": g["ood_s"].mean(), "n_id": g["n_id"].sum(), "seeds": g.size(),
+                              "ood_splits": g["splits_ood"].max()})
     info = _model_info(table, per_model.index)
     per_model["family"] = info.get("family")
     per_model["recipe"] = info.get("recipe")
+    trained_adv = per_model["recipe"].map(lambda r: adversarially_trained(r) if isinstance(r, str) else None)
+    unknown = sorted(per_model.index[trained_adv.isna()])
+    if unknown:
+        logger.info("effective robustness: %s left out of the fit (recipes this version does not know)", unknown)
+    per_model["baseline"] = trained_adv.eq(False)
+    base = per_model[per_model["baseline"]]
+    x, y = to_axis(base["id_s"], kind, guard=False), to_axis(base["ood_s"], kind, guard=False)
+    fit = {"slope": float("nan"), "intercept": float("nan"), "r2": float("nan"), "n_models": int(len(base)),
+           "baselines": sorted(base.index), "transform": kind, "metric": metric, "ood_role": ood_role,
+           "smoothing": SMOOTHING, "determined": False, "reason": ""}
+    if len(base) >= 2 and np.ptp(x) > 0:
+        slope, intercept = np.polyfit(x, y, 1)
+        fitted = slope * x + intercept
+        ss_res, ss_tot = float(np.sum((y - fitted) ** 2)), float(np.sum((y - y.mean()) ** 2))
+        fit.update(slope=float(slope), intercept=float(intercept), r2=1 - ss_res / ss_tot if ss_tot > 0 else float("nan"))
+        line = slope * to_axis(per_model["id_s"], kind, guard=False) + intercept
+        per_model["predicted_ood"] = from_axis(line, kind)
+        per_model["residual"] = per_model["ood_s"] - per_model["predicted_ood"]
+        per_model["residual_transformed"] = to_axis(per_model["ood_s"], kind, guard=False) - line
+    else:
+        per_model["predicted_ood"] = per_model["residual"] = per_model["residual_transformed"] = np.nan
+    fit["reason"] = _undetermined(fit, base, x, kind, id_role)
+    fit["determined"] = not fit["reason"]
     per_model = per_model.rename_axis("model").reset_index()
     per_model["seeds"] = per_model["seeds"].astype(int)
     per_model["ood_splits"] = per_model["ood_splits"].astype(int)
-    per_model = per_model.sort_values(["residual", "model"], ascending=[False, True]).reset_index(drop=True)
-    fit = {"slope": float(slope), "intercept": float(intercept), "r2": float(r2), "n_models": int(n),
-           "transform": kind, "metric": metric, "ood_role": ood_role}
-    return fit, per_model[EFFECTIVE_COLUMNS]
+    per_model = per_model.sort_values(["residual", "model"], ascending=[False, True], na_position="last")
+    return fit, per_model.reset_index(drop=True)[EFFECTIVE_COLUMNS]
+
+
+def _undetermined(fit: dict, base: pd.DataFrame, x: np.ndarray, kind: str, id_role: str) -> str:
+    """Why the fit cannot carry a residual (``""`` when it can): see the module's notes."""
+    if len(base) < MIN_BASELINES:
+        return (f"fitted on {len(base)} standard-trained model{'s' * (len(base) != 1)}, fewer than the "
+                f"{MIN_BASELINES} a line needs")
+    if np.ptp(x) == 0:
+        return f"every standard-trained model has the same {id_role} {fit['metric']}: no line through them"
+    noise = float(np.sqrt(np.mean(_axis_se(base["id_s"], base["n_id"], kind) ** 2)))
+    spread = float(np.std(x, ddof=1))
+    if spread < SATURATION_NOISE * noise:
+        return (f"in-distribution {fit['metric']} is saturated (or too alike): the standard-trained models' ID values "
+                f"spread by {spread:.2f} on the {kind} axis (sd), less than {SATURATION_NOISE:g}× their sampling noise "
+                f"({noise:.2f}), so a few images would set the slope")
+    if not fit["r2"] >= R2_MIN:
+        r2 = "undefined" if np.isnan(fit["r2"]) else f"{fit['r2']:.2f}"
+        return f"the line explains little of the baselines' OOD spread (R² {r2}, below {R2_MIN:g})"
+    return ""
+
+
+def fit_text(fit: dict) -> str:
+    """One sentence on the ID → OOD fit: what it was fitted on, its line and R², and whether it carries a residual."""
+    kind = fit["transform"]
+    axis = "{}" if kind == "linear" else f"{kind}({{}})"
+    what = (f"{fit['metric']} out of distribution ({fit['ood_role']}) above the line fitted on {fit['n_models']} "
+            f"standard-trained model{'s' * (fit['n_models'] != 1)} ({kind} axes, proportions smoothed as "
+            f"{fit['smoothing']})")
+    if np.isnan(fit["slope"]):
+        line = "no line could be fitted"
+    else:
+        sign = "+" if fit["intercept"] >= 0 else "-"
+        r2 = "–" if np.isnan(fit["r2"]) else f"{fit['r2']:.2f}"
+        line = (f"{axis.format('OOD')} = {fit['slope']:.2f} · {axis.format('ID')} {sign} {abs(fit['intercept']):.2f}, "
+                f"R² {r2}")
+    verdict = "" if fit["determined"] else f"; undetermined, so shown as –: {fit['reason']}"
+    return f"{what}: {line}{verdict}."
 
 
 def _corruption_coords(cells: pd.DataFrame) -> pd.DataFrame:
@@ -222,16 +319,16 @@ def default_baselines(table: pd.DataFrame, models, metric: str = "accuracy") -> 
     """Each model's default baseline: the single-task model of the metric's family
     (:func:`baseline_family`: the classifier-only model, recipe ``full``, for a class metric; the
     U-Net for a mask metric) on the same encoder, so that a multitask model is compared with the
-    single-task model on its own backbone; the first such model of any encoder (by name) where its
-    encoder has none. Empty when the table has no such model with corruption cells."""
-    fallback = default_baseline(table, metric)
-    if fallback is None:
-        return {}
+    single-task model on its own backbone. A model whose encoder has no such model (or whose
+    encoder is unknown) gets none: it is left out of the default corruption error, never compared
+    with another encoder's baseline behind the reader's back (name one with ``baseline=``)."""
     info = _model_info(table, models)
     out = {}
     for m in models:
         enc = info.at[m, "encoder"] if "encoder" in info.columns else None
-        out[m] = (default_baseline(table, metric, encoder=enc) if isinstance(enc, str) and enc else None) or fallback
+        found = default_baseline(table, metric, encoder=enc) if isinstance(enc, str) and enc else None
+        if found is not None:
+            out[m] = found
     return out
 
 
@@ -261,6 +358,8 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
     default (``None``) each model's baseline is :func:`default_baselines`' — the classifier-only
     model (recipe ``full``) of its encoder, or its U-Net for a mask metric such as ``nucleus_dice``
     — and the ``baseline`` column says which; a baseline's own CE is 1 (100 %) on every corruption.
+    A model whose encoder has no baseline has no CE then: ``mce.attrs["no_baseline"]`` lists such
+    models with their encoders.
 
     Gives ``(ce, mce)``: ``ce`` one row per (model, corruption) used, with ``error`` and
     ``baseline_error`` the mean error over the severities; ``mce`` one row per model, ``mce`` the
@@ -276,8 +375,14 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
                          "(synth:c-<name>-<severity>, status ok); run them first")
     corr = _corruption_coords(corr)
     models = sorted(corr["model"].unique())
+    no_baseline: dict[str, str] = {}
     if baseline is None:
         baselines = default_baselines(table, models, metric)
+        info = _model_info(table, models)
+        no_baseline = {m: str(info.at[m, "encoder"]) if "encoder" in info.columns else "unknown"
+                       for m in models if m not in baselines}
+        if no_baseline:
+            logger.info("corruption error: no baseline of their own encoder for %s; name one with baseline=", no_baseline)
         if not baselines:
             who = ("no classifier-only model (family 'classifier', recipe 'full')" if baseline_family(metric) == "classifier"
                    else "no U-Net (family 'unet')")
@@ -298,6 +403,8 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
         else pd.Series(dtype=float)
     rows = []
     for model in models:
+        if model not in baselines:
+            continue
         bname = baselines[model]
         base, base_clean = err.loc[bname], clean_err.get(bname, np.nan)
         mine = err.loc[model]
@@ -333,8 +440,9 @@ def corruption_error(table: pd.DataFrame, baseline: str | None = None,
     mce["family"] = mce["model"].map(info["family"]) if "family" in info else None
     mce["recipe"] = mce["model"].map(info["recipe"]) if "recipe" in info else None
     mce["corruptions"] = mce["corruptions"].astype(int)
-    mce = mce.sort_values(["mce", "model"]).reset_index(drop=True)
-    return ce[CE_COLUMNS], mce[MCE_COLUMNS]
+    mce = mce.sort_values(["mce", "model"]).reset_index(drop=True)[MCE_COLUMNS]
+    mce.attrs["no_baseline"] = no_baseline
+    return ce[CE_COLUMNS], mce
 
 
 def _pct(v: object, digits: int = 1, signed: bool = False) -> str:
@@ -348,24 +456,24 @@ def _cell(v: object) -> str:
 
 
 def effective_robustness_markdown(fit: dict, per_model: pd.DataFrame) -> str:
-    """Renders :func:`effective_robustness`'s result: the fitted line, then a row per model.
+    """Renders :func:`effective_robustness`'s result: the fit (:func:`fit_text`), then a row per model.
 
-    ID, OOD and predicted OOD in %, the effective robustness (``residual``) in percentage points
-    with its sign, and the residual on the fitted axis to three decimals.
+    ID, OOD and predicted OOD in % (observed ID and OOD; the prediction from the smoothed ID), the
+    effective robustness (``residual``) in percentage points with its sign, and the residual on the
+    fitted axis to three decimals; ``baseline`` says which models set the line. Where the fit is
+    undetermined the residual columns read ``–``.
     """
     kind = fit["transform"]
-    axis = "{}" if kind == "linear" else f"{kind}({{}})"
-    sign = "+" if fit["intercept"] >= 0 else "-"
-    r2 = "–" if np.isnan(fit["r2"]) else f"{fit['r2']:.3f}"
-    lines = [f"Fit across {fit['n_models']} models ({fit['metric']}, ID → {fit['ood_role']}, {kind} axes): "
-             f"{axis.format('OOD')} = {fit['slope']:.3f} · {axis.format('ID')} {sign} {abs(fit['intercept']):.3f}, "
-             f"R² = {r2}", ""]
-    head = ["model", "family", "recipe", "seeds", "ID %", "OOD %", "predicted OOD %", "effective robustness (pp)",
-            f"residual ({kind})"]
+    lines = [f"Effective robustness: {fit_text(fit)}", ""]
+    head = ["model", "family", "recipe", "baseline", "seeds", "ID %", "OOD %", "predicted OOD %",
+            "effective robustness (pp)", f"residual ({kind})"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, r in per_model.iterrows():
-        vals = [r["model"], _cell(r["family"]), _cell(r["recipe"]), str(int(r["seeds"])), _pct(r["id"]), _pct(r["ood"]),
-                _pct(r["predicted_ood"]), _pct(r["residual"], signed=True), f"{r['residual_transformed']:+.3f}"]
+        shown = fit["determined"]
+        vals = [r["model"], _cell(r["family"]), _cell(r["recipe"]), "yes" if r["baseline"] else "no",
+                str(int(r["seeds"])), _pct(r["id"]), _pct(r["ood"]), _pct(r["predicted_ood"]),
+                _pct(r["residual"], signed=True) if shown else "–",
+                f"{r['residual_transformed']:+.3f}" if shown and not np.isnan(r["residual_transformed"]) else "–"]
         lines.append("| " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
@@ -376,8 +484,12 @@ def corruption_error_markdown(mce: pd.DataFrame, ce: pd.DataFrame | None = None)
     models have more than one), the corruptions used (``k of n``, ``n`` the baseline's: an mCE over
     fewer is a mean over other corruptions), the clean and mean corruption error in %, and (given
     ``ce``) one CE % column per corruption."""
+    missing = mce.attrs.get("no_baseline", {})
+    left_out = ("\nNo corruption error for " + ", ".join(f"{m} (encoder {e})" for m, e in sorted(missing.items()))
+                + ": their encoder has no single-task baseline; name one with `--mce-baseline` to compare across "
+                  "encoders.\n") if missing else ""
     if mce.empty:
-        return "_No corruption error: no model shares the baseline's corruptions._\n"
+        return "_No corruption error: no model shares the baseline's corruptions._\n" + left_out
     bases = sorted(mce["baseline"].unique())
     # an mCE over fewer corruptions than its baseline's is not quite comparable: say so in the cell
     used = mce.set_index("model")["corruptions"]
@@ -398,4 +510,4 @@ def corruption_error_markdown(mce: pd.DataFrame, ce: pd.DataFrame | None = None)
                 _pct(r["clean_error"]), _pct(r["corruption_error"])]
         vals += [_pct(wide.at[r["model"], c]) if r["model"] in wide.index else "–" for c in corrs]
         lines.append("| " + " | ".join(vals) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + left_out
