@@ -7,7 +7,7 @@ OUT    ?= runs/demo
 
 REAL   ?= ../shared/data/zheng2018-dataset1
 
-.PHONY: demo real test bench chromium lint example-plugin clean
+.PHONY: demo publish-demo reference readme real test bench chromium lint example-plugin clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,30 @@ demo: $(VENV)/.installed
 	$(BIN)/wbc-robust run --models all --splits synth:test --attacks fgsm,pgd --eps 2/255,8/255 --out $(OUT)
 	$(BIN)/wbc-robust run --models all --splits synth:ood-lab-b --attacks none --out $(OUT)
 	$(BIN)/wbc-robust leaderboard --out $(OUT) --write $(OUT)/LEADERBOARD.md
+
+# What the README's demo section quotes: the demo's table, published from a clean checkout (`make demo` first).
+publish-demo: $(VENV)/.installed
+	$(BIN)/wbc-robust publish --out $(OUT) --to results/demo --command "make demo"
+	$(BIN)/python -m robustbench_wbc.report.readme
+
+# The reference run, regenerated from one commit (a clean checkout): the profile's matrix (every zoo model at
+# training seeds 0-2, see robustbench_wbc/bench/profiles.py) into a fresh store, published into results/reference
+# with the tables, figures and report rendered from it, then every README section that quotes it. Hours on 2 cores.
+REFERENCE_OUT ?= runs/reference
+reference: $(VENV)/.installed
+	$(BIN)/wbc-robust run --profile reference --out $(REFERENCE_OUT)
+	$(BIN)/wbc-robust publish --out $(REFERENCE_OUT) --to results/reference --command "make reference"
+	$(BIN)/wbc-robust leaderboard --out results/reference --write results/reference/LEADERBOARD.md > /dev/null
+	$(BIN)/wbc-robust leaderboard --out results/reference --shift --write results/reference/SHIFT.md > /dev/null
+	$(BIN)/wbc-robust leaderboard --out results/reference --cross-task --write results/reference/CROSS_TASK.md > /dev/null
+	$(BIN)/wbc-robust show figures --out results/reference --to results/reference/figures
+	$(BIN)/wbc-robust show segmentation --out results/reference/figures/segmentation.png
+	$(BIN)/wbc-robust report --results results/reference
+	$(BIN)/python -m robustbench_wbc.report.readme
+
+# Every README section between `wbc:render` markers, rendered anew from the committed tables (`--check` in the tests).
+readme: $(VENV)/.installed
+	$(BIN)/python -m robustbench_wbc.report.readme
 
 # The sim-to-real gap: the zoo (trained on SynthWBC only) on real cells with expert masks, then
 # fine-tuned on a few of them (5-fold cross-validation). REAL is a Zheng2018-layout folder.

@@ -353,14 +353,14 @@ def stale_rows(table: pd.DataFrame) -> pd.Series:
     stale |= recorded_int["code_engine"] != expected["code_engine"]
     known = expected["code_backend"].notna()
     stale |= known & (recorded_int["code_backend"] != expected["code_backend"].where(known, -1))
-    stale |= known & (table["code_plugin"].fillna("").astype(str) != expected["code_plugin"].where(known, ""))
+    stale |= known & (table["code_plugin"].astype(object).fillna("").astype(str) != expected["code_plugin"].where(known, ""))
     current = library_versions()
     for lib in BASE_LIBRARIES:
-        stale |= table[f"v_{lib}"].fillna("").astype(str) != current.get(lib, "")
+        stale |= table[f"v_{lib}"].astype(object).fillna("").astype(str) != current.get(lib, "")
     for backend, lib in BACKEND_LIBRARIES.items():
         col = f"v_{lib}"
         mine = table["backend"] == backend
-        recorded = table[col].fillna("").astype(str) if col in table else pd.Series("", index=table.index)
+        recorded = table[col].astype(object).fillna("").astype(str) if col in table else pd.Series("", index=table.index)
         stale |= mine & (recorded != current.get(lib, ""))
     return stale.astype(bool)
 
@@ -369,7 +369,7 @@ def _components(t: pd.DataFrame) -> list[tuple[str, pd.Series, pd.Series]]:
     """(name, the values, the rows they apply to) for each component :func:`mixed_versions` compares."""
     ints = {c: pd.to_numeric(t[c], errors="coerce").fillna(0).astype(int) if c in t else pd.Series(0, index=t.index)
             for c in ("code_scoring", "code_engine", "code_backend")}
-    text = {c: t[c].fillna("").astype(str) if c in t else pd.Series("", index=t.index)
+    text = {c: t[c].astype(object).fillna("").astype(str) if c in t else pd.Series("", index=t.index)
             for c in ("code_plugin", "data_digest", "batching", "v_torch", "v_timm",
                       *(f"v_{lib}" for lib in BACKEND_LIBRARIES.values()))}
     everything = pd.Series(True, index=t.index)

@@ -51,13 +51,19 @@ def default_targets(family: str) -> tuple[str, ...]:
 
 
 def git_sha() -> str:
-    """Gives the source tree's git commit, or ``""`` outside a git checkout."""
+    """Gives the source tree's git commit, ``<sha>-dirty`` where tracked files differ from it (the code that
+    ran is then not that commit's), or ``""`` outside a git checkout."""
+    here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5, check=False)
+                             cwd=here, timeout=5, check=False)
+        if out.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=here, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+    return out.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def plan(models: Sequence[str], splits: Sequence[str], attacks: Sequence[str],

@@ -11,6 +11,7 @@ from robustbench_wbc.cli.data import data_app
 from robustbench_wbc.cli.finetune import finetune
 from robustbench_wbc.cli.leaderboard import leaderboard
 from robustbench_wbc.cli.listing import attacks_app, models_app, splits_app, train
+from robustbench_wbc.cli.publish import publish
 from robustbench_wbc.cli.report import report
 from robustbench_wbc.cli.run import run
 from robustbench_wbc.cli.show import show_app
@@ -20,6 +21,7 @@ app = typer.Typer(name="wbc-robust", no_args_is_help=True, add_completion=False,
 app.command()(run)
 app.command()(leaderboard)
 app.command()(report)
+app.command()(publish)
 app.command()(train)
 app.command()(finetune)
 app.add_typer(models_app, name="models")

@@ -60,6 +60,27 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def open_results_or_exit(path: Path):
+    """Gives ``(results, table)`` for a run's ``--out`` or a published table (directory or file); exits 1 where
+    ``path`` holds no results, 2 where what it holds is not a readable results table."""
+    from robustbench_wbc.bench.results import ResultsError, TableResults, open_results
+
+    try:
+        results = open_results(path)
+        table = results.table()
+    except ResultsError as exc:
+        if isinstance(exc.__context__, FileNotFoundError) or "no results" in str(exc):
+            print_error(f"no results in {path}. Run `wbc-robust run --out {path}` first.")
+            raise typer.Exit(EXIT_FAILED) from None
+        print_error(exc)
+        raise typer.Exit(EXIT_USAGE) from None
+    if table.empty:
+        kind = "table" if isinstance(results, TableResults) else "store"
+        print_error(f"no results in {path} (an empty {kind}). Run `wbc-robust run --out {path}` first.")
+        raise typer.Exit(EXIT_FAILED)
+    return results, table
+
+
 def load_model_plugins(paths: list[Path] | None) -> list[str]:
     """Imports each ``--model-plugin`` file (its ``@register_model`` builders join the registry); gives the new ids."""
     from robustbench_wbc.plugins import load_model_plugin

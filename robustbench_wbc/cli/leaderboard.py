@@ -9,42 +9,16 @@ from typing import Annotated
 
 import typer
 
-from robustbench_wbc.bench.store import ResultStore
-from robustbench_wbc.cli._common import EXIT_FAILED, console, handle_errors, print_error
+from robustbench_wbc.cli._common import EXIT_FAILED, console, handle_errors, open_results_or_exit, print_error
 from robustbench_wbc.cli.run import DEFAULT_OUT
 from robustbench_wbc.report.by_class import by_class as class_table
 from robustbench_wbc.report.by_class import by_class_markdown
 from robustbench_wbc.report.ensemble import cross_task as cross_task_table
-from robustbench_wbc.report.ensemble import cross_task_markdown, ensemble
+from robustbench_wbc.report.ensemble import cross_task_markdown, ensemble_or_reason
 from robustbench_wbc.report.html import leaderboard_html
 from robustbench_wbc.report.leaderboard import BY, to_csv, to_markdown
 from robustbench_wbc.report.leaderboard import leaderboard as make_board
-
-
-def shift_report(table, markdown: bool = True, mce_baseline: str | None = None, metric: str = "accuracy") -> str:
-    """Gives the effective-robustness fit and the corruption error of ``metric``, each where the results
-    allow it (the corruption error against ``mce_baseline`` for every model, else each model's
-    encoder's single-task model)."""
-    from robustbench_wbc.report.shift import (
-        corruption_error,
-        corruption_error_markdown,
-        effective_robustness,
-        effective_robustness_markdown,
-    )
-
-    parts = []
-    for title, compute, render in (
-            (f"Effective robustness (ID → OOD {metric} across models)", lambda t: effective_robustness(t, metric),
-             lambda r: effective_robustness_markdown(*r) if markdown else r[1].to_csv(index=False)),
-            (f"Corruption error of {metric} (mCE, % of the single-task baseline)",
-             lambda t: corruption_error(t, baseline=mce_baseline, metric=metric),
-             lambda r: corruption_error_markdown(r[1], r[0]) if markdown else r[1].to_csv(index=False))):
-        try:
-            body = render(compute(table))
-        except ValueError as exc:
-            body = f"_{exc}_\n" if markdown else ""
-        parts.append(f"**{title}**\n\n{body}" if markdown else body)
-    return "\n".join(parts)
+from robustbench_wbc.report.shift import shift_report
 
 
 class Format(str, Enum):
@@ -55,17 +29,20 @@ class Format(str, Enum):
 
 @handle_errors
 def leaderboard(
-    out: Annotated[Path, typer.Option(help="The run's output directory (as given to `run --out`).")] = DEFAULT_OUT,
+    out: Annotated[Path, typer.Option(
+        help="The run's output directory (as given to `run --out`), or a published table: a directory with "
+             "results.parquet (and samples.parquet), or the .parquet / .csv file.")] = DEFAULT_OUT,
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.md,
     write: Annotated[Path | None, typer.Option(help="Also write it to this file.")] = None,
     by_class: Annotated[bool, typer.Option(
         help="Instead, per class (ID and OOD): clean accuracy, nucleus Dice and cytoplasm Dice.")] = False,
-    by: Annotated[str | None, typer.Option(metavar="linf|l2|ood|seg",
+    by: Annotated[str | None, typer.Option(metavar="linf|l2|ood|seg|seg-l2",
         help="Rank by the worst robust accuracy under L∞ (default when L∞ attacks ran) or L2 attacks, by clean "
-             "OOD accuracy, or by nucleus Dice under attack. Overlapping 95 % intervals share a rank.")] = None,
+             "OOD accuracy, or by nucleus Dice under L∞ (seg) or L2 (seg-l2) attacks on the masks. Models are "
+             "compared paired on the same images; one not shown behind another at 95 % shares its rank.")] = None,
     shift: Annotated[bool, typer.Option(
-        help="Instead, distribution shift: the ID→OOD trend across models with each model's effective "
-             "robustness, and the corruption error (mCE) against the classifier-only baseline.")] = False,
+        help="Instead, distribution shift: the ID→OOD line of the standard-trained models with each model's "
+             "effective robustness, and the corruption error (mCE) against the classifier of its encoder.")] = False,
     cross_task: Annotated[bool, typer.Option(
         help="Instead, the cross-task matrix: each head's damage under cls, seg and joint attacks.")] = False,
     metric: Annotated[str, typer.Option(
@@ -78,13 +55,13 @@ def leaderboard(
     if format is Format.html and (by_class or shift or cross_task):
         raise typer.BadParameter("html is for the leaderboard itself; `wbc-robust report` renders every view as one HTML "
                                  "page", param_hint="--format")
-    store = ResultStore(out)
-    table = store.table()
-    if table.empty:
-        print_error(f"no results in {out}. Run `wbc-robust run --out {out}` first.")
-        raise typer.Exit(EXIT_FAILED)
+    store, table = open_results_or_exit(out)
     if by_class:
-        per_class = class_table(store, table)
+        try:
+            per_class = class_table(store, table)
+        except (OSError, KeyError) as exc:
+            print_error(f"--by-class reads the per-sample outcomes, and they could not be read: {exc}")
+            raise typer.Exit(EXIT_FAILED) from None
         if format is Format.md:
             text = "\n".join(f"**{title}**, % per class\n\n{by_class_markdown(per_class, metric)}"
                              for metric, title in (("accuracy", "Clean accuracy"), ("nucleus_dice", "Nucleus Dice"),
@@ -109,7 +86,10 @@ def leaderboard(
         if by is not None and by not in BY:
             raise typer.BadParameter(f"unknown ranking {by!r}; expected one of {', '.join(BY)}", param_hint="--by")
         try:
-            board = make_board(table, ensemble(store, table), by=by, samples=store.samples)
+            ens, why = ensemble_or_reason(store, table)
+            board = make_board(table, ens, by=by, samples=store.samples)
+            if why:
+                board.attrs["notes"].append(why)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--by") from None
         text = {Format.md: to_markdown, Format.csv: to_csv, Format.html: leaderboard_html}[format](board)

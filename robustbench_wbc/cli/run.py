@@ -107,6 +107,39 @@ def check_executor_options(executor: ExecutorKind | None, workers: int | None,
     return executor
 
 
+def record_run(out: Path, ctx: typer.Context | None = None) -> None:
+    """Appends this invocation to ``out``'s run log (``runs.jsonl``): the command as a reader would type it
+    (the options that differ from their defaults), when it started, the commit and the suite's version.
+    ``wbc-robust publish`` names the command that made a table from it."""
+    import json
+    import shlex
+
+    import pandas as pd
+
+    from robustbench_wbc._version import __version__
+    from robustbench_wbc.bench.results import RUNS_LOG
+    from robustbench_wbc.bench.runner import git_sha
+
+    words = ["wbc-robust", "run"]
+    if ctx is not None:
+        for param in ctx.command.params:
+            value = ctx.params.get(param.name)
+            if value is None or value == param.default or not param.opts:
+                continue
+            flag = max(param.opts, key=len)
+            if isinstance(value, bool):
+                words.append(flag if value else (param.secondary_opts or [flag])[0])
+                continue
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for v in values:
+                words += [flag, str(getattr(v, "value", v))]
+    line = {"command": shlex.join(words), "started": pd.Timestamp.now(tz="UTC").isoformat(), "git_sha": git_sha(),
+            "version": __version__}
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / RUNS_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 @contextmanager
 def open_executor(kind: ExecutorKind, device, workers: int | None, scheduler: str | None, data: list[str] | None,
                   skip_bad: bool, model_plugins: list[Path] | None, attack_plugins: list[Path] | None) -> Iterator:
@@ -134,6 +167,7 @@ def open_executor(kind: ExecutorKind, device, workers: int | None, scheduler: st
 
 @handle_errors
 def run(
+    ctx: typer.Context,
     models: Annotated[str, typer.Option(help="Model ids, comma-separated; wildcards; 'all' (the zoo of --track).")] = "all",
     track: Annotated[Track, typer.Option(
         help="Which zoo 'all' means: clean, ablation (the λ sweep), or confounded (stain predicts class).")] = Track.clean,
@@ -230,6 +264,7 @@ def run(
                            f"run them separately or leave --eps out")
         eps_values = parse_eps(eps, norm=norms.pop() if norms else NORMS[0], force=force)
 
+    record_run(out, ctx)
     with open_executor(executor, dev, workers, scheduler, data, skip_bad, model_plugin, plugin) as cell_executor, \
             make_progress() as progress:
         on_train = training_progress(progress)
@@ -253,6 +288,9 @@ def run(
 
     console.print(f"{summary.planned} cells: {summary.skipped} already done, {summary.ok} run, "
                   f"{len(summary.failed)} failed → {out}/results.parquet, {out}/results.csv", markup=False)
+    if summary.stale:
+        why = "; ".join(f"{reason}: {n}" for reason, n in sorted(summary.stale_reasons.items(), key=lambda kv: -kv[1]))
+        console.print(f"recomputed {summary.stale} cells computed by other code ({why})", markup=False)
     for r in summary.failed:
         err_console.print(f"[red]{escape(r.status)}[/] {escape(f'{r.cell.model} {r.cell.split} {r.cell.attack}')} "
                           f"eps={r.cell.eps:.5g}: {escape(str(r.reason))}", highlight=False)

@@ -15,6 +15,7 @@ from robustbench_wbc.cli._common import (
     err_console,
     handle_errors,
     make_progress,
+    open_results_or_exit,
     print_error,
     training_progress,
 )
@@ -100,7 +101,9 @@ FIGURES = (
 @show_app.command("figures")
 @handle_errors
 def figures(
-    out: Annotated[Path, typer.Option(help="The run's output directory (as given to `run --out`).")] = DEFAULT_OUT,
+    out: Annotated[Path, typer.Option(
+        help="The run's output directory (as given to `run --out`), or a published table (a directory with "
+             "results.parquet, or the file).")] = DEFAULT_OUT,
     to: Annotated[Path | None, typer.Option(help="Directory for the PNGs. Default: <out>/figures.")] = None,
 ) -> None:
     """Draw the figures of the results in --out: robust accuracy against eps (and nucleus Dice, where the masks
@@ -108,14 +111,10 @@ def figures(
 
     A figure the results cannot make (no OOD splits, no attacks) is skipped with the reason.
     """
-    from robustbench_wbc.bench.store import ResultStore
     from robustbench_wbc.report import figures as figs
 
-    table = ResultStore(out).table()
-    if table.empty:
-        print_error(f"no results in {out}. Run `wbc-robust run --out {out}` first.")
-        raise typer.Exit(EXIT_FAILED)
-    to = out / "figures" if to is None else to
+    results, table = open_results_or_exit(out)
+    to = results.root / "figures" if to is None else to
     written = []
     for name, what, fn, kwargs in FIGURES:
         if name == "nucleus_dice_vs_eps.png" and not (table["target"] == "seg").any():

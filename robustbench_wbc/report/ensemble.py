@@ -55,6 +55,16 @@ def ensemble(store: ResultStore, table: pd.DataFrame | None = None) -> pd.DataFr
     return pd.DataFrame(rows, columns=cols)
 
 
+def ensemble_or_reason(results, table: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+    """Gives ``(ensemble rows, "")``, or ``(None, why)`` where the per-sample outcomes cannot be read
+    (a published table without its ``samples.parquet``): the leaderboard then has no ensemble column
+    and its legend says so."""
+    try:
+        return ensemble(results, table), ""
+    except (OSError, KeyError, ValueError) as exc:
+        return None, f"no ensemble column: the per-sample outcomes could not be read ({exc})"
+
+
 HEAD_METRICS = {"accuracy": "robust_accuracy", "nucleus_dice": "nucleus_dice", "cytoplasm_dice": "cytoplasm_dice"}
 
 

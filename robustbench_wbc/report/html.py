@@ -31,7 +31,7 @@ from robustbench_wbc.bench.cells import CLEAN
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.data.synth import CLASSES
 from robustbench_wbc.report.by_class import by_class
-from robustbench_wbc.report.ensemble import cross_task, cross_task_rows, ensemble
+from robustbench_wbc.report.ensemble import cross_task, cross_task_rows, ensemble_or_reason
 from robustbench_wbc.report.leaderboard import HEADERS, leaderboard, legend, rendered, threat_label
 from robustbench_wbc.report.reliability import CHECKS, diagnose
 from robustbench_wbc.report.rows import current_rows
@@ -323,7 +323,7 @@ def _parameters_section(table: pd.DataFrame) -> str:
     if attacked.empty:
         out.append(_note("No attack was run: clean cells only."))
     else:
-        attacked["params"] = attacked["params"].fillna("").astype(str)
+        attacked["params"] = attacked["params"].astype(object).fillna("").astype(str)
         rows = []
         for (attack, backend, target, norm, params), grp in attacked.groupby(
                 ["attack", "backend", "target", "norm", "params"], sort=True, dropna=False):
@@ -386,11 +386,10 @@ def render_report(store: ResultStore, title: str = DEFAULT_TITLE, table: pd.Data
                                      f"every section (the report reads what the leaderboard reads).") if left_out else "")}
     table = current
     notes = ""
-    try:
-        ens = ensemble(store, table)
-    except (OSError, ValueError) as exc:  # per-sample outcomes missing or unreadable: the board without the worst case
-        logger.warning("no ensemble column: %s", exc)
-        ens, notes = None, _note(f"No ensemble column: the per-sample outcomes could not be read ({exc}).")
+    ens, why = ensemble_or_reason(store, table)
+    if why:  # per-sample outcomes missing or unreadable: the board without the worst case
+        logger.warning(why)
+        notes = _note(why[0].upper() + why[1:] + ".")
     try:
         board = leaderboard(table, ens, samples=store.samples)
     except ValueError as exc:

@@ -35,7 +35,7 @@ def current_rows(table: pd.DataFrame) -> pd.DataFrame:
     for col, default in (("seed", 0), ("params", ""), ("norm", "none"), ("target", "none")):
         if col not in table:
             table[col] = default
-    table["params"] = table["params"].fillna("").astype(str)
+    table["params"] = table["params"].astype(object).fillna("").astype(str)
     if "model_seed" not in table:
         table["model_seed"] = 0
     order = ["n", "finished_at"] if "finished_at" in table else ["n"]

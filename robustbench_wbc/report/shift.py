@@ -511,3 +511,24 @@ def corruption_error_markdown(mce: pd.DataFrame, ce: pd.DataFrame | None = None)
         vals += [_pct(wide.at[r["model"], c]) if r["model"] in wide.index else "–" for c in corrs]
         lines.append("| " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n" + left_out
+
+
+def shift_report(table: pd.DataFrame, markdown: bool = True, mce_baseline: str | None = None,
+                 metric: str = "accuracy") -> str:
+    """Gives the effective-robustness fit and the corruption error of ``metric``, each where the results
+    allow it (the corruption error against ``mce_baseline`` for every model, else each model's
+    encoder's single-task model), as markdown or (``markdown=False``) CSV."""
+    parts = []
+    for title, compute, render in (
+            (f"Effective robustness (ID → OOD {metric}, the line of the standard-trained models)",
+             lambda t: effective_robustness(t, metric),
+             lambda r: effective_robustness_markdown(*r) if markdown else r[1].to_csv(index=False)),
+            (f"Corruption error of {metric} (mCE, % of the single-task baseline)",
+             lambda t: corruption_error(t, baseline=mce_baseline, metric=metric),
+             lambda r: corruption_error_markdown(r[1], r[0]) if markdown else r[1].to_csv(index=False))):
+        try:
+            body = render(compute(table))
+        except ValueError as exc:
+            body = f"_{exc}_\n" if markdown else ""
+        parts.append(f"**{title}**\n\n{body}" if markdown else body)
+    return "\n".join(parts)
