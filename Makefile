@@ -7,7 +7,7 @@ OUT    ?= runs/demo
 
 REAL   ?= ../shared/data/zheng2018-dataset1
 
-.PHONY: demo publish-demo reference readme real test bench chromium lint example-plugin clean
+.PHONY: demo publish-demo reference libraries publish-real readme real test bench chromium lint example-plugin clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,25 @@ reference: $(VENV)/.installed
 	$(BIN)/wbc-robust show figures --out results/reference --to results/reference/figures
 	$(BIN)/wbc-robust show segmentation --out results/reference/figures/segmentation.png
 	$(BIN)/wbc-robust report --results results/reference
+	$(BIN)/python -m robustbench_wbc.report.readme
+
+# The libraries against each other (the README's table): the suite's PGD, torchattacks' and ART's on the
+# same models and images, with FGSM and AutoAttack-fast, on the class head; and on the masks, SegPGD against
+# PGD on the pixel cross-entropy (the suite's and torchattacks'). Published into results/libraries.
+LIBRARIES_OUT ?= runs/libraries
+libraries: $(VENV)/.installed
+	$(BIN)/wbc-robust run --models resnet10t_cls,resnet10t_cls_at,resnet10t_multitask_at,resnet10t_cls_small_at \
+		--splits synth:test --attacks fgsm,pgd,pgd@torchattacks,pgd@art,autoattack-fast --target cls --eps 2/255,8/255 \
+		--out $(LIBRARIES_OUT)
+	$(BIN)/wbc-robust run --models resnet10t_unet,resnet10t_gn_unet,resnet10t_multitask,resnet10t_gn_multitask \
+		--splits synth:test --attacks pgd,pgd-pixelce,pgd@torchattacks --target seg --eps 2/255,8/255 --out $(LIBRARIES_OUT)
+	$(BIN)/wbc-robust publish --out $(LIBRARIES_OUT) --to results/libraries --command "make libraries"
+	$(BIN)/python -m robustbench_wbc.report.readme
+
+# What the README's real-cells section quotes: `make real` (OUT=runs/real), published with its fine-tuning table.
+publish-real: $(VENV)/.installed
+	$(BIN)/wbc-robust publish --out $(OUT) --to results/real --command "make real OUT=$(OUT)"
+	cp $(OUT)/finetune/finetune.parquet results/real/finetune.parquet
 	$(BIN)/python -m robustbench_wbc.report.readme
 
 # Every README section between `wbc:render` markers, rendered anew from the committed tables (`--check` in the tests).

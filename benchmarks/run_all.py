@@ -5,9 +5,12 @@
     .venv/bin/python benchmarks/run_all.py --only attack_throughput,overhead --no-write
 
 Each script runs in its own process (so one's memory and threads don't colour the next) and
-prints a markdown section; the sections replace what lies between the ``make-bench`` markers of
-``benchmarks/README.md`` (with ``--no-write``, they are only printed). A script that fails is
-reported in its section with its exit status and the end of its output; the others still run.
+prints a markdown section (its tables, with the machine, the date and the versions); each section is
+committed as ``benchmarks/results/<name>.md`` with the command, its wall time and the commit it ran
+at, and the README's section between its ``wbc:render bench`` markers is rendered from those files
+(``robustbench_wbc/report/readme.py``; with ``--no-write`` nothing is written, only printed). A
+script that fails is reported in its section with its exit status and the end of its output; the
+others still run. ``--quick`` sections are printed only, never written: they are not for reading.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-START, END = "<!-- make-bench:start -->", "<!-- make-bench:end -->"
+RESULTS = HERE / "results"
 
 # name → (script, full arguments, quick arguments)
 BENCHMARKS = {
@@ -33,6 +36,14 @@ BENCHMARKS = {
     "overhead": ("bench_overhead.py", [], ["--cells", "300"]),
     "dask": ("bench_dask.py", ["--models", "resnet10t_cls,resnet10t_multitask", "--n-images", "256"], ["--n-images", "16"]),
 }
+
+
+def commit() -> str:
+    """The checkout's commit, marked ``-dirty`` where tracked files differ from it."""
+    sys.path.insert(0, str(HERE.parent))
+    from robustbench_wbc.bench.runner import git_sha
+
+    return git_sha() or "unknown"
 
 
 def run_one(name: str, quick: bool, timeout: float) -> str:
@@ -49,18 +60,16 @@ def run_one(name: str, quick: bool, timeout: float) -> str:
         tail = "\n".join((p.stdout + p.stderr).strip().splitlines()[-15:])
         return f"### {name}\n\n_`{shown}` failed (exit {p.returncode}):_\n\n```\n{tail}\n```\n"
     body = "\n".join("#### " + line[3:] if line.startswith("## ") else line for line in p.stdout.strip().splitlines())
-    return f"### {name}\n\n`{shown}` ({took:.0f} s)\n\n{body}\n"
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"### {name}\n\n`{shown}` ({took:.0f} s)\n\n- commit: `{commit()}` (`make bench`, {stamp})\n\n{body}\n"
 
 
-def write_section(readme: Path, body: str) -> None:
-    text = readme.read_text()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = f"{head}{START}\n{body}\n{END}{tail}"
-    else:
-        text = f"{text.rstrip()}\n\n## The latest `make bench`\n\n{START}\n{body}\n{END}\n"
-    readme.write_text(text)
+def write_results(sections: dict[str, str]) -> None:
+    """Commits each section as benchmarks/results/<name>.md, then renders the README's sections from them."""
+    RESULTS.mkdir(exist_ok=True)
+    for name, text in sections.items():
+        (RESULTS / f"{name}.md").write_text(text)
+    subprocess.run([sys.executable, "-m", "robustbench_wbc.report.readme"], cwd=HERE.parent, check=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,14 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         ap.error(f"unknown benchmark(s) {unknown}; expected {', '.join(BENCHMARKS)}")
-    sections = []
+    sections = {}
     for n in names:
         print(f"[make bench] {n} …", file=sys.stderr, flush=True)
-        sections.append(run_one(n, args.quick, args.timeout))
-        print(sections[-1], flush=True)
-    if not args.no_write:
-        mode = " (--quick: small sizes, not for reading)" if args.quick else ""
-        write_section(HERE / "README.md", f"_Written by `make bench`{mode}._\n\n" + "\n".join(sections))
+        sections[n] = run_one(n, args.quick, args.timeout)
+        print(sections[n], flush=True)
+    if not args.no_write and not args.quick:
+        write_results(sections)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ UNIVERSAL_PARAMS = {"precision": PRECISIONS}
 
 
 class ThreatModelViolation(RuntimeError):
-    """An adversarial batch outside its budget (norm ball, [0, 1], finite, same shape)."""
+    """An adversarial batch outside its budget (norm ball, [0, 1], finite, the clean images' shape and dtype)."""
 
 
 class EpsError(ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,93 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, 
     board["masked_images"] = models["masked_images"]
     board["seeds"] = ok.groupby("model")["model_seed"].nunique().reindex(board.index).fillna(0).astype(int)
 
+    numbers = per_seed_numbers(ok, ensemble_rows)
+    per_seed, sources, candidates = numbers.values, numbers.sources, numbers.candidates
+    seg_eps, top_eps = numbers.seg_eps, numbers.top_eps
+    clean, attacked = ok[ok["attack"] == CLEAN], ok[ok["attack"] != CLEAN]
+
+    by_model = per_seed.astype(float).groupby(level="model")
+    mean, sd = by_model.mean(), by_model.std(ddof=1)
+    for col in per_seed.columns:
+        board[col] = mean[col]
+        board[f"{col}_sd"] = sd[col]
+    for norm, suffix in SUFFIX.items():
+        if norm in seg_eps:
+            board[f"nucleus_dice_adv_eps{suffix}"] = seg_eps[norm]
+    failed = table[table["status"] != "ok"].groupby("model")["cell_id"].nunique()
+    board["failed_cells"] = failed.reindex(board.index).fillna(0).astype(int)
+    flags = unreliable(table)
+    if not flags.empty:
+        by_model = flags.groupby("model").agg(unreliable=("unreliable", "any"),
+                                              unreliable_reason=("unreliable_reason", lambda r: "; ".join(x for x in r if x)))
+        board["unreliable"] = by_model["unreliable"].reindex(board.index).fillna(False).astype(bool)
+        board["unreliable_reason"] = by_model["unreliable_reason"].reindex(board.index).fillna("")
+
+    notes = []
+    _add_code_checks(board, table, notes)
+    _add_shift_columns(board, table, notes)
+    for norm, suffix in SUFFIX.items():
+        if norm in top_eps:
+            col = f"worst_robust_acc{suffix}"
+            board[f"worst_robust_eps{suffix}"] = np.where(board[col].notna(), top_eps[norm], np.nan)
+    if "model_params" in table:
+        board["params"] = models["model_params"]
+
+    by = by or ("linf" if "linf" in top_eps else "l2" if "l2" in top_eps else "ood")
+    key = BY_KEY[by]
+    if key not in board:
+        need = "an attack of that norm" if by in ("linf", "l2") else "the splits it needs" if by == "ood" \
+            else "an attack of that norm on the masks"
+        raise ValueError(f"nothing to rank by {by!r}: the results have no {key!r} (run {need})")
+    seg_key = board["nucleus_dice_adv"] if "nucleus_dice_adv" in board else board["nucleus_dice_id"]
+    board = board.assign(_k1=board[key].fillna(-1), _k2=board["clean_acc_ood"].fillna(-1), _k3=seg_key.fillna(-1))
+    board = board.sort_values(["_k1", "_k2", "_k3"], ascending=False).drop(columns=["_k1", "_k2", "_k3"])
+    order = list(board.index)
+    evidence = _evidence(key, per_seed, sources, candidates, samples, board[key]) if samples is not None else None
+    if evidence is not None:
+        ranks, lo, hi = paired_ranks(evidence, order)
+        board.attrs["rank_method"] = RANK_METHOD
+    else:
+        counts = _independent_images(clean, attacked, key, per_seed.index)
+        lo, hi = _intervals(board[key], board.get(f"{key}_sd"), board["seeds"],
+                            counts.groupby(level="model").mean().reindex(board.index))
+        ranks = _ranks(board[key].to_numpy(float), lo, hi)
+        board.attrs["rank_method"] = FALLBACK_METHOD
+    board["key_low"], board["key_high"] = lo, hi
+    first = ["family", "recipe", "seeds", "labelled_images", "masked_images", "params", "clean_acc_id", "clean_acc_ood",
+             "clean_acc_ood_worst", "effective_robustness", "mce", "worst_robust_acc", "worst_robust_eps",
+             "worst_robust_acc_l2", "worst_robust_eps_l2"]
+    sds = {f"{c}_sd" for c in per_seed.columns}
+    cols = [c for c in first if c in board] + [c for c in board if c not in first and c not in sds]
+    board = board[[x for c in cols for x in (c, f"{c}_sd") if x in board]]  # each _sd after its mean
+    board = board.rename_axis("model").reset_index()
+    board.insert(0, "rank", ranks)
+    board.insert(1, "tied", pd.Series(ranks).duplicated(keep=False).to_numpy() & ~np.isnan(board[key].to_numpy(float)))
+    board.attrs["by"] = by
+    board.attrs["notes"] = notes
+    return board
+
+
+@dataclass
+class PerSeed:
+    """Each leaderboard number per (model, training seed), and the rows it was read from.
+
+    ``values``: one row per (model, model_seed), a column per number; ``sources``: per column, the rows
+    behind it (for the paired comparisons); ``candidates``: per worst-case column, the columns it is
+    the minimum of; ``top_eps`` the largest eps per norm, ``seg_eps`` per norm the largest eps of each
+    model's attacks on the masks.
+    """
+
+    values: pd.DataFrame
+    sources: dict[str, pd.DataFrame]
+    candidates: dict[str, list[str]]
+    top_eps: dict[str, float]
+    seg_eps: dict[str, pd.Series]
+
+
+def per_seed_numbers(ok: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None) -> PerSeed:
+    """Works out every leaderboard number per (model, training seed) from the current ``ok`` rows
+    (``role`` added), as :func:`leaderboard` describes them."""
     clean = ok[ok["attack"] == CLEAN]
     attacked = ok[ok["attack"] != CLEAN]
     # one row per (model, training seed), one column per number the board shows
@@ -197,66 +285,22 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, 
         per_seed[f"worst_robust_acc{suffix}"] = worst
         candidates[f"worst_robust_acc{suffix}"] = cols + optional
 
-    by_model = per_seed.astype(float).groupby(level="model")
-    mean, sd = by_model.mean(), by_model.std(ddof=1)
-    for col in per_seed.columns:
-        board[col] = mean[col]
-        board[f"{col}_sd"] = sd[col]
-    for norm, suffix in SUFFIX.items():
-        if norm in seg_eps:
-            board[f"nucleus_dice_adv_eps{suffix}"] = seg_eps[norm]
-    failed = table[table["status"] != "ok"].groupby("model")["cell_id"].nunique()
-    board["failed_cells"] = failed.reindex(board.index).fillna(0).astype(int)
-    flags = unreliable(table)
-    if not flags.empty:
-        by_model = flags.groupby("model").agg(unreliable=("unreliable", "any"),
-                                              unreliable_reason=("unreliable_reason", lambda r: "; ".join(x for x in r if x)))
-        board["unreliable"] = by_model["unreliable"].reindex(board.index).fillna(False).astype(bool)
-        board["unreliable_reason"] = by_model["unreliable_reason"].reindex(board.index).fillna("")
+    return PerSeed(per_seed, sources, candidates, top_eps, seg_eps)
 
-    notes = []
-    _add_code_checks(board, table, notes)
-    _add_shift_columns(board, table, notes)
-    for norm, suffix in SUFFIX.items():
-        if norm in top_eps:
-            col = f"worst_robust_acc{suffix}"
-            board[f"worst_robust_eps{suffix}"] = np.where(board[col].notna(), top_eps[norm], np.nan)
-    if "model_params" in table:
-        board["params"] = models["model_params"]
 
-    by = by or ("linf" if "linf" in top_eps else "l2" if "l2" in top_eps else "ood")
-    key = BY_KEY[by]
-    if key not in board:
-        need = "an attack of that norm" if by in ("linf", "l2") else "the splits it needs" if by == "ood" \
-            else "an attack of that norm on the masks"
-        raise ValueError(f"nothing to rank by {by!r}: the results have no {key!r} (run {need})")
-    seg_key = board["nucleus_dice_adv"] if "nucleus_dice_adv" in board else board["nucleus_dice_id"]
-    board = board.assign(_k1=board[key].fillna(-1), _k2=board["clean_acc_ood"].fillna(-1), _k3=seg_key.fillna(-1))
-    board = board.sort_values(["_k1", "_k2", "_k3"], ascending=False).drop(columns=["_k1", "_k2", "_k3"])
-    order = list(board.index)
-    evidence = _evidence(key, per_seed, sources, candidates, samples, board[key]) if samples is not None else None
-    if evidence is not None:
-        ranks, lo, hi = paired_ranks(evidence, order)
-        board.attrs["rank_method"] = RANK_METHOD
-    else:
-        counts = _independent_images(clean, attacked, key, per_seed.index)
-        lo, hi = _intervals(board[key], board.get(f"{key}_sd"), board["seeds"],
-                            counts.groupby(level="model").mean().reindex(board.index))
-        ranks = _ranks(board[key].to_numpy(float), lo, hi)
-        board.attrs["rank_method"] = FALLBACK_METHOD
-    board["key_low"], board["key_high"] = lo, hi
-    first = ["family", "recipe", "seeds", "labelled_images", "masked_images", "params", "clean_acc_id", "clean_acc_ood",
-             "clean_acc_ood_worst", "effective_robustness", "mce", "worst_robust_acc", "worst_robust_eps",
-             "worst_robust_acc_l2", "worst_robust_eps_l2"]
-    sds = {f"{c}_sd" for c in per_seed.columns}
-    cols = [c for c in first if c in board] + [c for c in board if c not in first and c not in sds]
-    board = board[[x for c in cols for x in (c, f"{c}_sd") if x in board]]  # each _sd after its mean
-    board = board.rename_axis("model").reset_index()
-    board.insert(0, "rank", ranks)
-    board.insert(1, "tied", pd.Series(ranks).duplicated(keep=False).to_numpy() & ~np.isnan(board[key].to_numpy(float)))
-    board.attrs["by"] = by
-    board.attrs["notes"] = notes
-    return board
+def key_evidence(table: pd.DataFrame, key: str, samples: Callable[[str], pd.DataFrame],
+                 ensemble_rows: pd.DataFrame | None = None) -> dict[str, Evidence] | None:
+    """The per-image outcomes behind each model's leaderboard number ``key`` (e.g. ``clean_acc_ood``,
+    ``worst_robust_acc``), for paired comparisons (:func:`robustbench_wbc.report.ranking.paired_difference`);
+    ``None`` where they cannot be read."""
+    t = current_rows(table)
+    ok = t[t["status"] == "ok"].copy()
+    ok["role"] = ok["split"].map(split_role)
+    per = per_seed_numbers(ok, ensemble_rows)
+    if key not in per.values:
+        return None
+    values = per.values[key].astype(float).groupby(level="model").mean()
+    return _evidence(key, per.values, per.sources, per.candidates, samples, values)
 
 
 def _cells_outcome(samples: Callable[[str], pd.DataFrame], row: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]:

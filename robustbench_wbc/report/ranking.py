@@ -55,29 +55,24 @@ class Evidence:
         return float(np.mean([np.mean([np.mean(v) for _, v in seed]) for seed in self.seeds]))
 
 
-def paired_ranks(evidence: dict[str, Evidence], order: list[str], rng_seed: int = SEED,
-                 replicates: int = BOOTSTRAP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gives ``(ranks, low, high)`` for the models of ``order`` (in that order) from their evidence.
-
-    A model absent from ``evidence`` ranks after every model that has some (and shares that rank
-    with the other absent ones); its interval is NaN. See the module docstring for the method.
-    """
-    have = [m for m in order if m in evidence]
+def replicates(evidence: dict[str, Evidence], rng_seed: int = SEED, n: int = BOOTSTRAP) -> dict[str, np.ndarray]:
+    """Gives each model's statistic on ``n`` paired bootstrap replicates: the cells resampled alike for every
+    model (the pairing), each model's seeds resampled within it (the hierarchy). See the module docstring."""
     index: dict[object, int] = {}
-    for m in have:
-        for seed in evidence[m].seeds:
+    for ev in evidence.values():
+        for seed in ev.seeds:
             for clusters, _ in seed:
                 for c in clusters.tolist():
                     index.setdefault(c, len(index))
     rng = np.random.default_rng(rng_seed)
     n_clusters = len(index)
     # one multinomial resample of the cells per replicate, shared by every model: the pairing
-    weights = rng.multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters), size=replicates).astype(float) \
-        if n_clusters else np.zeros((replicates, 0))
+    weights = rng.multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters), size=n).astype(float) \
+        if n_clusters else np.zeros((n, 0))
     stats = {}
-    for m in have:
+    for m, ev in evidence.items():
         per_seed = []
-        for seed in evidence[m].seeds:
+        for seed in ev.seeds:
             rows = []
             for clusters, values in seed:
                 cols = np.fromiter((index[c] for c in clusters.tolist()), dtype=int, count=len(clusters))
@@ -91,10 +86,29 @@ def paired_ranks(evidence: dict[str, Evidence], order: list[str], rng_seed: int 
         t = np.vstack(per_seed)  # seeds × replicates
         k = len(t)
         if k > 1:  # the seeds resampled within the model, in the same replicate
-            pick = rng.integers(0, k, size=(replicates, k))
-            stats[m] = t[pick, np.arange(replicates)[:, None]].mean(axis=1)
+            pick = rng.integers(0, k, size=(n, k))
+            stats[m] = t[pick, np.arange(n)[:, None]].mean(axis=1)
         else:
             stats[m] = t[0]
+    return stats
+
+
+def paired_difference(a: Evidence, b: Evidence, rng_seed: int = SEED) -> tuple[float, float, float]:
+    """Gives ``a − b`` (their numbers) with its 95 % interval, compared paired on the same cells (and over seeds)."""
+    stats = replicates({"a": a, "b": b}, rng_seed)
+    lo, hi = np.nanquantile(stats["a"] - stats["b"], [ALPHA / 2, 1 - ALPHA / 2])
+    return a.value() - b.value(), float(lo), float(hi)
+
+
+def paired_ranks(evidence: dict[str, Evidence], order: list[str], rng_seed: int = SEED,
+                 replicates_n: int = BOOTSTRAP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gives ``(ranks, low, high)`` for the models of ``order`` (in that order) from their evidence.
+
+    A model absent from ``evidence`` ranks after every model that has some (and shares that rank
+    with the other absent ones); its interval is NaN. See the module docstring for the method.
+    """
+    have = [m for m in order if m in evidence]
+    stats = replicates({m: evidence[m] for m in have}, rng_seed, replicates_n)
     n = len(order)
     low, high = np.full(n, np.nan), np.full(n, np.nan)
     ahead = np.zeros(n, dtype=int)

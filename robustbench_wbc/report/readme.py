@@ -22,6 +22,16 @@ section that differs (the test suite runs the same comparison). What may be rend
     the effective-robustness fit and the corruption error of ``DIR``'s table.
 ``cross-task DIR``
     the cross-task matrix of ``DIR``'s multitask models.
+``claim DIR name=ood|id|basophil|attack``
+    one of the mission's claims as paired comparisons (:mod:`robustbench_wbc.report.claims`).
+``seeds DIR [key=clean_acc_ood]``
+    each model's leaderboard number ``key`` per training seed, and the spread between seeds.
+``attacks DIR [target=cls] [metrics=robust_accuracy,…] [eps=8/255] [attacks=a,b,…]``
+    a model × attack table of each metric at one eps on one head, and each attack's backward passes.
+``finetune DIR [metrics=balanced_accuracy,nucleus_dice]``
+    the fine-tuning table ``DIR/finetune.parquet`` (``wbc-robust finetune``), mean ± sd over folds.
+``bench DIR [names=a,b,…]``
+    the sections ``make bench`` committed as ``DIR/<name>.md`` (their tables, machine, date, commit).
 
 Paths are relative to the repository root. A renderer's output is deterministic (bootstraps are
 seeded), so a section changes only when its table does.
@@ -106,8 +116,75 @@ def _provenance(directory: Path, kw: dict[str, str]) -> str:
     return provenance_line(directory)
 
 
+def _claim(directory: Path, kw: dict[str, str]) -> str:
+    from robustbench_wbc.report.claims import CLAIMS, claim_markdown
+
+    if kw.get("name") not in CLAIMS:
+        raise SectionError(f"claim {directory}: give name= one of {', '.join(CLAIMS)}")
+    return provenance_line(directory) + "\n" + claim_markdown(open_results(directory), kw["name"])
+
+
+def _seeds(directory: Path, kw: dict[str, str]) -> str:
+    from robustbench_wbc.report.claims import seed_spread_markdown
+
+    return provenance_line(directory) + "\n" + seed_spread_markdown(open_results(directory), kw.get("key", "clean_acc_ood"))
+
+
+def _attacks(directory: Path, kw: dict[str, str]) -> str:
+    import pandas as pd
+
+    from robustbench_wbc.attacks.base import parse_eps
+    from robustbench_wbc.report.leaderboard import threat_label
+    from robustbench_wbc.report.rows import current_rows
+
+    t = current_rows(open_results(directory).table())
+    target, metrics = kw.get("target", "cls"), kw.get("metrics", "robust_accuracy").split(",")
+    eps = parse_eps(kw.get("eps", "8/255"))[0]
+    sel = t[(t["status"] == "ok") & (t["target"] == target) & ((t["eps"] - eps).abs() < 1e-9)]
+    if sel.empty:
+        raise SectionError(f"attacks {directory}: no {target} cells at eps {kw.get('eps', '8/255')}")
+    attacks = list(dict.fromkeys(kw["attacks"].split(","))) if "attacks" in kw else sorted(sel["attack"].unique())
+    norm = sel["norm"].iloc[0]
+    lines = []
+    for metric in metrics:
+        m = sel[sel["metric"] == metric]
+        wide = m.pivot_table(index="model", columns="attack", values="value", aggfunc="mean").reindex(columns=attacks)
+        lines += [f"{metric.replace('_', ' ')} %, attacks on `{target}` at {threat_label(norm, eps)}:", "",
+                  "| model | " + " | ".join(attacks) + " |", "|---|" + "---|" * len(attacks)]
+        for model, row in wide.iterrows():
+            lines.append(f"| {model} | " + " | ".join("–" if pd.isna(v) else f"{100 * v:.1f}" for v in row) + " |")
+        lines.append("")
+    cells = t[(t["status"] == "ok") & (t["target"] == target)].drop_duplicates("cell_id")
+    passes = cells.groupby("attack")["backward_passes"].sum().reindex(attacks)
+    lines += [f"Backward passes, every `{target}` cell of each attack (all models and eps): "
+              + ", ".join(f"{a} {int(v):,}" for a, v in passes.items() if not pd.isna(v)) + "."]
+    return provenance_line(directory) + "\n" + "\n".join(lines) + "\n"
+
+
+def _finetune(directory: Path, kw: dict[str, str]) -> str:
+    import pandas as pd
+
+    from robustbench_wbc.models.finetune import summary_markdown
+
+    path = directory / "finetune.parquet"
+    if not path.is_file():
+        raise SectionError(f"finetune {directory}: no finetune.parquet; run `make real` and `make publish-real`")
+    table = pd.read_parquet(path)
+    return "\n".join(f"{m.replace('_', ' ')} %, mean ± sd over folds:\n\n" + summary_markdown(table, m)
+                     for m in kw.get("metrics", "balanced_accuracy,nucleus_dice").split(","))
+
+
+def _bench(directory: Path, kw: dict[str, str]) -> str:
+    names = kw["names"].split(",") if "names" in kw else sorted(p.stem for p in directory.glob("*.md"))
+    missing = [n for n in names if not (directory / f"{n}.md").is_file()]
+    if missing:
+        raise SectionError(f"bench {directory}: no {', '.join(f'{n}.md' for n in missing)}; run `make bench`")
+    return "\n".join((directory / f"{n}.md").read_text().rstrip() + "\n" for n in names)
+
+
 SECTIONS: dict[str, Callable[[Path, dict[str, str]], str]] = {
-    "provenance": _provenance, "leaderboard": _leaderboard, "shift": _shift, "cross-task": _cross_task}
+    "provenance": _provenance, "leaderboard": _leaderboard, "shift": _shift, "cross-task": _cross_task,
+    "claim": _claim, "seeds": _seeds, "bench": _bench, "attacks": _attacks, "finetune": _finetune}
 
 
 def render_section(spec: str, root: Path = ROOT) -> str:
