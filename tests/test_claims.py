@@ -78,6 +78,13 @@ def test_the_ood_claim_is_read_paired_and_over_seeds():
     assert "no difference shown" in lines["e, data control (same 100 images, no masks)"]
 
 
+def test_the_id_claim_has_its_evidence():
+    rng = np.random.default_rng(1)
+    r = _results({m: [rng.random(N) < 0.5] for m in ROLES}, dict.fromkeys(ROLES, 0.8))
+    md = claim_markdown(r, "id")  # every clean ID cell is all right here: no difference shown, but read
+    assert "no per-sample outcomes" not in md and "| e | e_cls | **100.0** | e_multitask | **100.0** | +0.0" in md
+
+
 def test_the_basophil_claim_reads_only_basophils():
     same = np.ones(N, bool)
     r = _results({"e_cls": [same], "e_multitask": [same], "e_unet": [same], "e_cls_small": [same]},

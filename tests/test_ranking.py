@@ -125,3 +125,93 @@ def test_the_leaderboard_shows_numbers_that_mix_code_versions_loudly(bench_table
     n_old = t.loc[old, "cell_id"].nunique()
     assert f"**{n_old} of {t['cell_id'].nunique()} cells were computed by other code" in md
     assert "mixed_versions" not in leaderboard(bench_table)  # one code: no column, no note
+
+
+def _cell(model, attack, value, n=200, eps=E, status="ok", target="cls", split="synth:test", seed=0, metric=None,
+          norm="linf"):
+    clean = attack == CLEAN
+    return {"model": model, "model_seed": seed, "family": "classifier", "recipe": "full", "labelled_images": 1,
+            "masked_images": 0, "split": split, "attack": attack, "norm": "none" if clean else norm,
+            "eps": 0.0 if clean else eps, "target": "none" if clean else target,
+            "metric": metric or ("accuracy" if clean else "robust_accuracy" if status == "ok" else "status"),
+            "value": value, "n": n, "status": status, "cell_id": f"{model}-{seed}-{split}-{attack}-{eps}-{n}-{target}",
+            "seed": 0, "params": "", "model_sha256": f"{model}{seed}", "finished_at": pd.Timestamp("2026-12-01", tz="UTC")}
+
+
+def test_an_attack_run_on_one_model_only_does_not_blank_the_others():
+    """Regression: every cls attack at the largest eps was required of every model, so one model's extra attack
+    (a plugin, a bf16 run) made every other model's worst case unknown and moved the ranks."""
+    rows = [_cell("a", CLEAN, 1.0), _cell("a", "pgd", 0.55), _cell("b", CLEAN, 1.0), _cell("b", "pgd", 0.40),
+            _cell("b", "noise", 0.38)]
+    board = leaderboard(pd.DataFrame(rows)).set_index("model")
+    assert board.loc["a", "worst_robust_acc"] == pytest.approx(0.55)
+    assert board.loc["b", "worst_robust_acc"] == pytest.approx(0.38)
+    # but an attack that was run and failed leaves that model's worst case unknown, never better
+    failed = leaderboard(pd.DataFrame([*rows, _cell("a", "noise", np.nan, status="failed")])).set_index("model")
+    assert np.isnan(failed.loc["a", "worst_robust_acc"]) and failed.loc["b", "worst_robust_acc"] == pytest.approx(0.38)
+
+
+def test_ensemble_evidence_is_read_from_the_ensemble_s_own_groups():
+    """Attacks at different n: the ensemble (two or more attacks per group) covers only the n=200 group; the
+    paired evidence must be built from the same group, or the board falls back to intervals (and says why)."""
+    from robustbench_wbc.report.ensemble import ensemble
+
+    class Store:
+        def __init__(self, table, samples):
+            self._t, self._s = table, samples
+
+        def table(self):
+            return self._t
+
+        def samples(self, cell_id):
+            return self._s[cell_id]
+
+    rng = np.random.default_rng(5)
+    rows, samples = [], {}
+    for model in ("a", "b"):
+        for attack, n, p in ((CLEAN, 200, 1.0), ("pgd", 200, 0.5), ("fgsm", 200, 0.7), (CLEAN, 100, 1.0),
+                             ("apgd-ce", 100, 0.8)):
+            robust = rng.random(n) < p
+            r = _cell(model, attack, float(robust.mean()), n=n)
+            rows.append(r)
+            samples[r["cell_id"]] = pd.DataFrame({"index": np.arange(n), "label": np.zeros(n, int),
+                                                  "clean_pred": np.zeros(n, int), "robust": robust})
+    table = pd.DataFrame(rows)
+    store = Store(table, samples)
+    board = leaderboard(table, ensemble(store, table), samples=store.samples)
+    assert "compared paired on the same cells" in board.attrs["rank_method"]
+    broken = dict(samples)
+    first = next(k for k in broken if k.startswith("a-") and "pgd" in k)
+    broken[first] = broken[first].assign(robust=True)  # outcomes that no longer give the number
+    board = leaderboard(table, ensemble(store, table), samples=broken.__getitem__)
+    assert "wholly above" in board.attrs["rank_method"] and "a: its per-sample outcomes give" in board.attrs["rank_method"]
+
+
+def test_two_seeds_vary_as_two_trainings_do():
+    """Resampling 2 seeds with replacement halves their variance; scaled by √(k/(k−1)) it is s²/k."""
+    from robustbench_wbc.report.ranking import replicates
+
+    clusters = np.array([f"s#{i}" for i in range(2000)])
+    seeds = tuple(((clusters, np.full(2000, v)),) for v in (0.3, 0.7))  # no image noise: only the seeds vary
+    stats = replicates({"m": Evidence(seeds)}, n=4000)["m"]
+    s = np.std([0.3, 0.7], ddof=1)
+    assert np.std(stats) == pytest.approx(s / np.sqrt(2), rel=0.1)
+
+
+def test_seg_numbers_are_read_at_one_budget_for_every_model():
+    rows = []
+    for model, eps, dice in (("a", 2 / 255, 0.9), ("b", 8 / 255, 0.5)):
+        rows += [_cell(model, CLEAN, 0.9, metric="nucleus_dice"),
+                 _cell(model, "pgd", dice, eps=eps, target="seg", metric="nucleus_dice")]
+    board = leaderboard(pd.DataFrame(rows), by="seg").set_index("model")
+    assert np.isnan(board.loc["a", "nucleus_dice_adv"])  # attacked at 2/255 only: not compared with 8/255
+    assert board.loc["b", "nucleus_dice_adv"] == pytest.approx(0.5)
+
+
+def test_rows_are_in_rank_order():
+    """1 + the models ahead: a noisy model nothing is shown ahead of ranks 1 below a firm one's number."""
+    rng = np.random.default_rng(7)
+    firm_hi, firm_lo = rng.random(2000) < 0.7, rng.random(2000) < 0.6
+    noisy = [rng.random(2000) < p for p in (0.95, 0.35)]
+    board = _board({"hi": [firm_hi, firm_hi], "lo": [firm_lo, firm_lo], "noisy": noisy})
+    assert board["rank"].is_monotonic_increasing

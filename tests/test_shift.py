@@ -55,7 +55,7 @@ def sigmoid(x):
 
 
 SLOPE, INTERCEPT = 0.8, -0.5
-ON_LINE = {"cls": 0.80, "mt": 0.90, "mt2": 0.95}
+ON_LINE = {"cls": 0.80, "cls_b": 0.85, "mt": 0.90, "mt2": 0.95}  # four baselines: the fewest a residual needs
 
 
 def raw(p, n=500):
@@ -91,8 +91,8 @@ def test_models_on_the_line_have_zero_residual():
     fit, per = effective_robustness(table(line_rows()))
     assert fit["slope"] == pytest.approx(SLOPE) and fit["intercept"] == pytest.approx(INTERCEPT)
     assert fit["r2"] == pytest.approx(1.0)
-    assert fit["n_models"] == 3 and fit["transform"] == "logit" and fit["metric"] == "accuracy"
-    assert not fit["determined"] and "fewer than the 4" in fit["reason"]  # three baselines: a line, but no verdict
+    assert fit["n_models"] == 4 and fit["transform"] == "logit" and fit["metric"] == "accuracy"
+    assert fit["determined"], fit["reason"]
     assert per["residual"].abs().max() < 1e-9 and per["residual_transformed"].abs().max() < 1e-9
     assert set(per["model"]) == set(ON_LINE) and per["baseline"].all()
     p = per.set_index("model")
@@ -143,11 +143,11 @@ def test_linear_transform():
     assert fit["r2"] == pytest.approx(1.0) and fit["transform"] == "linear"
     assert per["residual"].abs().max() < 1e-9
     # on a linear axis the two residuals are the same number
-    rows.append(row("cls_b", "synth:test", raw(0.85)))
-    rows.append(row("cls_b", "synth:ood-lab-b", raw(SLOPE * 0.85 + INTERCEPT + 0.3 + 0.05)))
+    rows.append(row("cls_lin", "synth:test", raw(0.87)))
+    rows.append(row("cls_lin", "synth:ood-lab-b", raw(SLOPE * 0.87 + INTERCEPT + 0.3 + 0.05)))
     _, per = effective_robustness(table(rows), transform="linear")
     assert per["residual"].to_numpy() == pytest.approx(per["residual_transformed"].to_numpy())
-    assert per["model"].iloc[0] == "cls_b" and per["residual"].iloc[0] > 0
+    assert per["model"].iloc[0] == "cls_lin" and per["residual"].iloc[0] > 0
 
 
 def test_probit_and_unknown_transform():
@@ -176,11 +176,11 @@ def test_seeds_ood_splits_failed_and_attacked_rows():
              row("unet", "synth:test", 0.8, metric="nucleus_dice"), row("unet", "synth:ood-lab-b", 0.7, metric="nucleus_dice")]
     fit, per = effective_robustness(table(rows))
     p = per.set_index("model")
-    assert set(p.index) == {"cls", "mt", "mt2"}
+    assert set(p.index) == {"cls", "cls_b", "mt", "mt2"}
     assert p.loc["cls", "ood"] == pytest.approx(ood_cls) and p.loc["cls", "ood_splits"] == 2
     assert p.loc["mt", "id"] == pytest.approx(0.9) and p.loc["mt", "seeds"] == 2
     assert p.loc["mt2", "seeds"] == 1 and p.loc["mt2", "id"] == pytest.approx(mt2_id)
-    assert fit["n_models"] == 3
+    assert fit["n_models"] == 4
 
 
 def test_older_checkpoint_rows_are_ignored():
@@ -207,9 +207,10 @@ def test_other_ood_role():
 
 
 def test_effective_robustness_errors_and_undetermined_fits():
-    two = [r for r in line_rows() if r["model"] != "mt2"]
-    fit, per = effective_robustness(table(two))  # a line through two, but no residual to read off it
-    assert fit["n_models"] == 2 and not fit["determined"] and "fitted on 2 standard-trained models" in fit["reason"]
+    three = [r for r in line_rows() if r["model"] != "mt2"]
+    fit, per = effective_robustness(table(three))  # a line through three, but no residual to read off it
+    assert fit["n_models"] == 3 and not fit["determined"] and "fitted on 3 standard-trained models" in fit["reason"]
+    assert not np.isnan(fit["slope"]) and per["residual"].isna().all() and per["predicted_ood"].isna().all()
     with pytest.raises(ValueError, match="has none"):
         effective_robustness(table([]))
     same = [row(m, s, v) for m in ("cls", "mt", "mt2", "cls_b") for s, v in (("synth:test", 0.9), ("synth:ood-lab-b", 0.8))]
@@ -285,7 +286,7 @@ def test_effective_robustness_markdown():
     assert lines[2].startswith("| model | family | recipe | baseline |") and len(lines) == 4 + 5
     assert lines[4].startswith("| at | classifier | full-at | no |")  # the best residual first
     assert "| 85.0 | 90.0 |" in lines[4] and "| +" in lines[4]
-    undetermined = effective_robustness_markdown(*effective_robustness(table(line_rows())))
+    undetermined = effective_robustness_markdown(*effective_robustness(table(line_rows({"cls": 0.8, "mt": 0.9, "mt2": 0.95}))))
     assert "undetermined" in undetermined and "| +" not in undetermined
 
 

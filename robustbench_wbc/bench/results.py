@@ -18,6 +18,11 @@ from robustbench_wbc.atomic import atomic_write_parquet
 from robustbench_wbc.bench.store import CELLS, ResultStore
 
 TABLE, SAMPLES_FILE = "results.parquet", "samples.parquet"
+# the per-sample outcomes a published table keeps: what the reports read (the ensemble, paired ranks, the
+# per-class tables, the claims); the IoUs and perturbation norms stay in the run's store (their means are
+# in the table). Scores are kept as float32: their means agree with the table's to ~1e-7.
+PUBLISHED_SAMPLES = ("index", "label", "clean_pred", "adv_pred", "robust", "clean_nucleus_dice",
+                     "clean_cytoplasm_dice", "adv_nucleus_dice", "adv_cytoplasm_dice")
 PROVENANCE = "provenance.json"  # beside a published table: when, where, from which commits, by which command
 RUNS_LOG = "runs.jsonl"  # in a run's store: one line per `wbc-robust run` into it (the command, when, the commit)
 
@@ -97,18 +102,26 @@ def open_results(path: str | Path) -> ResultStore | TableResults:
 
 
 def publish(store: ResultStore, dest: str | Path) -> tuple[Path, Path]:
-    """Writes the store's tidy table and every cell's per-sample outcomes into ``dest`` (``results.parquet``,
-    ``samples.parquet``, each atomically); gives their paths. :func:`open_results` reads them back."""
+    """Writes the store's tidy table and every ``ok`` cell's per-sample outcomes (:data:`PUBLISHED_SAMPLES`)
+    into ``dest`` (``results.parquet``, ``samples.parquet``, each atomically); gives their paths.
+    :func:`open_results` reads them back."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     table = store.table()
-    parts = []
+    parts, missing = [], []
     for cell_id in sorted(table.loc[table["status"] == "ok", "cell_id"].unique()):
         try:
             s = store.samples(cell_id)
         except FileNotFoundError:
+            missing.append(cell_id)
             continue
-        parts.append(s.assign(cell_id=cell_id))
+        s = s[[c for c in PUBLISHED_SAMPLES if c in s]]
+        scores = [c for c in s.columns if c.endswith("_dice")]
+        parts.append(s.astype(dict.fromkeys(scores, "float32")).assign(cell_id=cell_id))
+    if missing:  # a published table is complete: its ranks and ensemble columns need every cell's outcomes
+        raise ResultsError(f"{len(missing)} ok cells of {store.root} have no per-sample outcomes (e.g. {missing[0]}: "
+                           f"{store.root / 'samples' / (missing[0] + '.parquet')} is missing); run the same command "
+                           f"again into a fresh --out before publishing")
     samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"cell_id": pd.Series(dtype=str)})
     atomic_write_parquet(table, dest / TABLE)
     atomic_write_parquet(samples, dest / SAMPLES_FILE)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from robustbench_wbc.atomic import atomic_write_text
-from robustbench_wbc.bench.results import PROVENANCE, RUNS_LOG
+from robustbench_wbc.bench.results import PROVENANCE, RUNS_LOG, ResultsError
 from robustbench_wbc.bench.results import publish as publish_tables
 from robustbench_wbc.bench.store import ResultStore
 from robustbench_wbc.cli._common import EXIT_FAILED, console, handle_errors, print_error
@@ -59,7 +59,11 @@ def publish(
         "runs": runs,
         "versions": {c[2:]: sorted(set(table[c].dropna().astype(str))) for c in table.columns if c.startswith("v_")},
     }
-    paths = publish_tables(store, to)
+    try:
+        paths = publish_tables(store, to)
+    except ResultsError as exc:
+        print_error(exc)
+        raise typer.Exit(EXIT_FAILED) from None
     atomic_write_text(json.dumps(provenance, indent=2, ensure_ascii=False) + "\n", to / PROVENANCE)
     for p in (*paths, to / PROVENANCE):
         console.print(str(p), markup=False, highlight=False, soft_wrap=True)

@@ -110,7 +110,8 @@ def check_executor_options(executor: ExecutorKind | None, workers: int | None,
 def record_run(out: Path, ctx: typer.Context | None = None) -> None:
     """Appends this invocation to ``out``'s run log (``runs.jsonl``): the command as a reader would type it
     (the options that differ from their defaults), when it started, the commit and the suite's version.
-    ``wbc-robust publish`` names the command that made a table from it."""
+    ``wbc-robust publish`` names the command that made a table from it. Written before the run starts, so a
+    run that is stopped is in the log too (its cells are what it committed)."""
     import json
     import shlex
 
@@ -128,7 +129,8 @@ def record_run(out: Path, ctx: typer.Context | None = None) -> None:
                 continue
             flag = max(param.opts, key=len)
             if isinstance(value, bool):
-                words.append(flag if value else (param.secondary_opts or [flag])[0])
+                if value or param.secondary_opts:
+                    words.append(flag if value else param.secondary_opts[0])
                 continue
             values = value if isinstance(value, (list, tuple)) else [value]
             for v in values:

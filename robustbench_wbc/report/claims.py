@@ -103,15 +103,20 @@ def claim_table(rows: list[tuple[str, str, str]], evidence: dict[str, Evidence],
         return "_No pair of models for this comparison in the table._\n"
     lines = [f"| encoder | A | {what}, A % | B | {what}, B % | B − A, points [95 % CI] | verdict |",
              "|---|---|---|---|---|---|---|"]
+    verdicts = []
     for label, a, b in rows:
         if a not in evidence or b not in evidence:
             lines.append(f"| {label} | {a} | – | {b} | – | – | no per-sample outcomes |")
             continue
         diff, lo, hi = paired_difference(evidence[b], evidence[a])
         verdict = "B ahead" if lo > 0 else "A ahead" if hi < 0 else "no difference shown"
+        verdicts.append(verdict)
         lines.append(f"| {label} | {a} | {_per_seed_text(evidence[a])} | {b} | {_per_seed_text(evidence[b])} | "
                      f"{100 * diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {verdict} |")
-    return "\n".join(lines) + "\n"
+    counts = {v: verdicts.count(v) for v in ("B ahead", "A ahead", "no difference shown")}
+    summary = (f"\nOf {len(verdicts)} comparisons: B ahead in {counts['B ahead']}, A ahead in {counts['A ahead']}, "
+               f"no difference shown in {counts['no difference shown']}.\n") if verdicts else ""
+    return "\n".join(lines) + "\n" + summary
 
 
 CLAIMS = ("ood", "id", "basophil", "attack")

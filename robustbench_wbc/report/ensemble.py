@@ -25,7 +25,8 @@ from robustbench_wbc.report.rows import current_rows
 GROUP = ["model", "model_seed", "split", "norm", "eps", "n"]
 
 
-def _robust(samples: pd.DataFrame) -> pd.Series:
+def robust_outcome(samples: pd.DataFrame) -> pd.Series:
+    """Per image of a cell's per-sample outcomes: robust (right before and after the attack)."""
     if "robust" in samples:
         return samples["robust"].astype(bool)
     return (samples["clean_pred"] == samples["label"]) & (samples["adv_pred"] == samples["label"])
@@ -47,7 +48,7 @@ def ensemble(store: ResultStore, table: pd.DataFrame | None = None) -> pd.DataFr
     for key, grp in cells.groupby(GROUP, sort=True):
         robust = None
         for cell_id in grp["cell_id"]:
-            r = _robust(store.samples(cell_id)).to_numpy()
+            r = robust_outcome(store.samples(cell_id)).to_numpy()
             robust = r if robust is None else robust & r
         ids = sorted(a if t == "cls" else f"{a}:{t}" for a, t in zip(grp["attack"], grp["target"]))
         rows.append({**dict(zip(GROUP, key)), "attacks": len(grp), "attack_ids": ",".join(ids),

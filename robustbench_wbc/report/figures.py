@@ -294,8 +294,10 @@ def id_vs_ood(table: pd.DataFrame, out: str | Path, metric: str = "accuracy", dp
     :func:`robustbench_wbc.report.shift.effective_robustness` where its fit is determined.
 
     Points are coloured by family and labelled by model, the standard-trained models (the baselines
-    the line is fitted on) filled, the others hollow. The line is the fit's, mapped back from its
-    axes (a curve here; the Line2D with gid ``fit``); where the fit is undetermined no line is
+    the line is fitted on) filled, the others (adversarially trained, or of a recipe this version does
+    not know) hollow; the points are the observed values, the line is fitted on smoothed ones. The
+    line is the fit's, mapped back from its axes (a curve here; the Line2D with gid ``fit``); where
+    the fit is undetermined no line is
     drawn and the title says why. The line y = x has gid ``identity``. A model above the line is
     more robust to the shift than its in-distribution accuracy predicts ("accuracy on the line",
     Miller et al. 2021); the distance is its effective robustness.
@@ -333,7 +335,7 @@ def id_vs_ood(table: pd.DataFrame, out: str | Path, metric: str = "accuracy", dp
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", frameon=False)
     note = "" if fit["determined"] else "\nno line: " + fit["reason"]
-    ax.set_title(f"in distribution vs OOD, {len(points)} models (hollow: adversarially trained){note}", fontsize=8,
+    ax.set_title(f"in distribution vs OOD, {len(points)} models (hollow: not a standard-trained baseline){note}", fontsize=8,
                  wrap=True)
     fig.tight_layout()
     return _save(fig, out, dpi)

@@ -151,7 +151,7 @@ def leaderboard_html(board: pd.DataFrame) -> str:
         else:
             attrs.append("")
     out = _table(titles, rows, num=num, wide=wide, cls="leaderboard", row_attrs=attrs)
-    return out + "".join(_note(line.replace("`", "")) for line in legend(board))
+    return out + "".join(_note(line.replace("`", "").replace("**", "")) for line in legend(board))
 
 
 # --- the sections -------------------------------------------------------------------------------

@@ -35,9 +35,11 @@ BY_TEXT = {"linf": "the worst robust accuracy under L∞ attacks at the largest 
            "ood": "clean accuracy out of distribution (mean over the OOD splits)",
            "seg": "nucleus Dice under L∞ attacks on the masks at the largest L∞ eps",
            "seg-l2": "nucleus Dice under L2 attacks on the masks at the largest L2 eps"}
-FALLBACK_METHOD = ("without the per-sample outcomes to compare models on the same images: rank = 1 + the number "
-                   "of models whose 95 % interval lies wholly above its own (Wilson's over the images with one "
+FALLBACK_METHOD = ("without per-sample outcomes to compare models on the same images ({why}): rank = 1 + the "
+                   "number of models whose 95 % interval lies wholly above its own (Wilson's over the images with one "
                    "training seed, mean ± t·sd/√k over k ≥ 2 seeds)")
+EPS_DECIMALS = 10  # eps values are matched after rounding, so 8/255 computed twice is one eps
+COUNT_COLUMNS = ("rank", "seeds", "labelled_images", "masked_images", "failed_cells")
 # the eps columns, and the norm each is written in
 EPS_COLUMNS = {"worst_robust_eps": "linf", "worst_robust_eps_l2": "l2",
                "nucleus_dice_adv_eps": "linf", "nucleus_dice_adv_eps_l2": "l2"}
@@ -130,9 +132,8 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, 
     board["masked_images"] = models["masked_images"]
     board["seeds"] = ok.groupby("model")["model_seed"].nunique().reindex(board.index).fillna(0).astype(int)
 
-    numbers = per_seed_numbers(ok, ensemble_rows)
-    per_seed, sources, candidates = numbers.values, numbers.sources, numbers.candidates
-    seg_eps, top_eps = numbers.seg_eps, numbers.top_eps
+    numbers = per_seed_numbers(table.assign(role=table["split"].map(split_role)), ensemble_rows)
+    per_seed, seg_eps, top_eps = numbers.values, numbers.seg_eps, numbers.top_eps
     clean, attacked = ok[ok["attack"] == CLEAN], ok[ok["attack"] != CLEAN]
 
     by_model = per_seed.astype(float).groupby(level="model")
@@ -172,16 +173,21 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, 
     board = board.assign(_k1=board[key].fillna(-1), _k2=board["clean_acc_ood"].fillna(-1), _k3=seg_key.fillna(-1))
     board = board.sort_values(["_k1", "_k2", "_k3"], ascending=False).drop(columns=["_k1", "_k2", "_k3"])
     order = list(board.index)
-    evidence = _evidence(key, per_seed, sources, candidates, samples, board[key]) if samples is not None else None
-    if evidence is not None:
+    evidence, problems = (_evidence(key, numbers, samples, board[key]) if samples is not None
+                          else ({}, {"*": "no per-sample outcomes were given"}))
+    if not problems:
         ranks, lo, hi = paired_ranks(evidence, order)
         board.attrs["rank_method"] = RANK_METHOD
-    else:
+    else:  # one rule for the whole board: intervals, and the legend says why
+        for model, why in problems.items():
+            if model != "*":
+                logger.warning("ranking by intervals: %s: %s", model, why)
         counts = _independent_images(clean, attacked, key, per_seed.index)
         lo, hi = _intervals(board[key], board.get(f"{key}_sd"), board["seeds"],
                             counts.groupby(level="model").mean().reindex(board.index))
         ranks = _ranks(board[key].to_numpy(float), lo, hi)
-        board.attrs["rank_method"] = FALLBACK_METHOD
+        why = "; ".join(w if m == "*" else f"{m}: {w}" for m, w in problems.items())
+        board.attrs["rank_method"] = FALLBACK_METHOD.format(why=why)
     board["key_low"], board["key_high"] = lo, hi
     first = ["family", "recipe", "seeds", "labelled_images", "masked_images", "params", "clean_acc_id", "clean_acc_ood",
              "clean_acc_ood_worst", "effective_robustness", "mce", "worst_robust_acc", "worst_robust_eps",
@@ -191,6 +197,10 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, 
     board = board[[x for c in cols for x in (c, f"{c}_sd") if x in board]]  # each _sd after its mean
     board = board.rename_axis("model").reset_index()
     board.insert(0, "rank", ranks)
+    # in rank order (a model nothing is shown ahead of may hold a lower number than one behind another),
+    # then by the number
+    board = board.iloc[np.lexsort((-board[key].fillna(-1).to_numpy(float), board["rank"].to_numpy()))].reset_index(drop=True)
+    ranks = board["rank"].to_numpy()
     board.insert(1, "tied", pd.Series(ranks).duplicated(keep=False).to_numpy() & ~np.isnan(board[key].to_numpy(float)))
     board.attrs["by"] = by
     board.attrs["notes"] = notes
@@ -214,9 +224,12 @@ class PerSeed:
     seg_eps: dict[str, pd.Series]
 
 
-def per_seed_numbers(ok: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None) -> PerSeed:
-    """Works out every leaderboard number per (model, training seed) from the current ``ok`` rows
-    (``role`` added), as :func:`leaderboard` describes them."""
+def per_seed_numbers(current: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None) -> PerSeed:
+    """Works out every leaderboard number per (model, training seed) from the current rows (``role`` added),
+    as :func:`leaderboard` describes them; only ``ok`` rows give numbers, but the failed ones say what was
+    run (an attack that failed for a model leaves its worst case unknown, not better)."""
+    current = current.assign(eps=current["eps"].astype(float).round(EPS_DECIMALS))  # 8/255 computed twice is one eps
+    ok = current[current["status"] == "ok"]
     clean = ok[ok["attack"] == CLEAN]
     attacked = ok[ok["attack"] != CLEAN]
     # one row per (model, training seed), one column per number the board shows
@@ -228,11 +241,10 @@ def per_seed_numbers(ok: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None
         sel = df[(df["metric"] == metric) & (df["role"] == role)]
         return sel.groupby(SEED_KEYS)["value"].mean()
 
-    per_seed["clean_acc_id"] = mean_of(clean, "accuracy", "test")
-    per_seed["clean_acc_ood"] = mean_of(clean, "accuracy", "ood")
-    ood_acc = clean[(clean["metric"] == "accuracy") & (clean["role"] == "ood")]
-    sources["clean_acc_ood"] = ood_acc
-    per_seed["clean_acc_ood_worst"] = ood_acc.groupby(SEED_KEYS)["value"].min()
+    for key, role in (("clean_acc_id", "test"), ("clean_acc_ood", "ood")):
+        sources[key] = clean[(clean["metric"] == "accuracy") & (clean["role"] == role)]
+        per_seed[key] = sources[key].groupby(SEED_KEYS)["value"].mean()
+    per_seed["clean_acc_ood_worst"] = sources["clean_acc_ood"].groupby(SEED_KEYS)["value"].min()
     robust_cols = []  # (norm, eps, column)
     # accuracy under attack on the class head: a cls attack, or a joint one on a multitask model (the
     # attacker may pick either loss, so both count for the worst case)
@@ -245,10 +257,13 @@ def per_seed_numbers(ok: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None
         robust_cols.append((norm, eps, col))
     if ensemble_rows is not None and not ensemble_rows.empty:
         ens = ensemble_rows[(ensemble_rows["split"].map(split_role) == "test") & (ensemble_rows["attacks"] >= 2)]
+        ens = ens.assign(eps=ens["eps"].astype(float).round(EPS_DECIMALS))
         for (norm, eps), grp in ens.groupby(["norm", "eps"], sort=True):
             col = robust_column("ensemble", "cls", norm, eps)
             per_seed[col] = grp.groupby(SEED_KEYS)["robust_accuracy"].mean()
-            sources[col] = rob[(rob["norm"] == norm) & (rob["eps"] == eps)]  # every attack of the worst case
+            # the groups of the worst case (model, seed, split, n), each with every attack's rows in it
+            groups = grp[[*SEED_KEYS, "split", "n"]]
+            sources[col] = rob[(rob["norm"] == norm) & (rob["eps"] == eps)].merge(groups, on=[*SEED_KEYS, "split", "n"])
             robust_cols.append((norm, eps, col))
     for part in ("nucleus", "cytoplasm"):
         per_seed[f"{part}_dice_id"] = mean_of(clean, f"{part}_dice", "test")
@@ -261,97 +276,124 @@ def per_seed_numbers(ok: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None
     seg_adv = attacked[(attacked["metric"] == "nucleus_dice") & (attacked["role"] == "test")
                        & (attacked["target"] == "seg")]
     seg_eps = {}
-    for norm, suffix in SUFFIX.items():  # per norm: every seed at the model's largest eps of that norm
+    for norm, suffix in SUFFIX.items():  # per norm, at that norm's largest eps (one budget for every model)
         of_norm = seg_adv[seg_adv["norm"] == norm]
         if of_norm.empty:
             continue
-        at_max = of_norm[of_norm["eps"] == of_norm.groupby("model")["eps"].transform("max")]
+        at_max = of_norm[of_norm["eps"] == of_norm["eps"].max()]
         per_seed[f"nucleus_dice_adv{suffix}"] = at_max.groupby(SEED_KEYS)["value"].min()
         sources[f"nucleus_dice_adv{suffix}"] = at_max
         seg_eps[norm] = at_max.groupby("model")["eps"].max()
+    # what was run on the class head, per (model, seed), whatever became of it (failed cells included)
+    tried = current[(current["attack"] != CLEAN) & (current["role"] == "test") & (current["target"] == "cls")]
     top_eps = {}
     for norm, suffix in SUFFIX.items():  # the worst case over attacks at the largest eps, per norm
         of_norm = [(e, c) for nm, e, c in robust_cols if nm == norm]
         if not of_norm:
             continue
         top_eps[norm] = max(e for e, _ in of_norm)
-        # every cls attack must have run; joint attacks (multitask only) and the ensemble (where two or more
-        # attacks ran) count where they exist
+        # every cls attack run on that model at that eps must have a number (one that failed leaves the worst
+        # case unknown); joint attacks (multitask only) and the ensemble (two or more attacks) count where they exist
         optional = [c for e, c in of_norm if e == top_eps[norm] and (":" in c.split("@")[0] or c.startswith("ensemble@"))]
         cols = [c for e, c in of_norm if e == top_eps[norm] and c not in optional]
-        worst = per_seed[cols].min(axis=1, skipna=False) if cols else pd.Series(np.nan, index=per_seed.index)
+        ran = tried[(tried["norm"] == norm) & (tried["eps"] == top_eps[norm])]
+        ran = ran.assign(_col=[robust_column(a, "cls", norm, top_eps[norm]) for a in ran["attack"]])
+        required = pd.DataFrame(False, index=per_seed.index, columns=cols)
+        unknown = pd.Series(False, index=per_seed.index)
+        for (model, seed), grp in ran.groupby(SEED_KEYS):
+            if (model, seed) not in per_seed.index:
+                continue
+            for c in set(grp["_col"]):
+                if c in required.columns:
+                    required.at[(model, seed), c] = True
+                else:  # run, but no number at all: it failed everywhere
+                    unknown.at[(model, seed)] = True
+        values = per_seed[cols] if cols else pd.DataFrame(index=per_seed.index)
+        worst = values.where(required).min(axis=1)
+        missing = (required & values.isna()).any(axis=1) | unknown | ~required.any(axis=1)
+        worst = worst.where(~missing)
         if optional:
             worst = worst.where(worst.isna(), np.fmin(worst, per_seed[optional].min(axis=1)))
         per_seed[f"worst_robust_acc{suffix}"] = worst
         candidates[f"worst_robust_acc{suffix}"] = cols + optional
-
     return PerSeed(per_seed, sources, candidates, top_eps, seg_eps)
 
 
 def key_evidence(table: pd.DataFrame, key: str, samples: Callable[[str], pd.DataFrame],
-                 ensemble_rows: pd.DataFrame | None = None) -> dict[str, Evidence] | None:
+                 ensemble_rows: pd.DataFrame | None = None) -> dict[str, Evidence]:
     """The per-image outcomes behind each model's leaderboard number ``key`` (e.g. ``clean_acc_ood``,
-    ``worst_robust_acc``), for paired comparisons (:func:`robustbench_wbc.report.ranking.paired_difference`);
-    ``None`` where they cannot be read."""
+    ``worst_robust_acc``), for paired comparisons (:func:`robustbench_wbc.report.ranking.paired_difference`):
+    the models whose outcomes can be read and give their number back (the others are left out, logged)."""
     t = current_rows(table)
-    ok = t[t["status"] == "ok"].copy()
-    ok["role"] = ok["split"].map(split_role)
-    per = per_seed_numbers(ok, ensemble_rows)
+    t = t.assign(role=t["split"].map(split_role))
+    per = per_seed_numbers(t, ensemble_rows)
     if key not in per.values:
-        return None
+        return {}
     values = per.values[key].astype(float).groupby(level="model").mean()
-    return _evidence(key, per.values, per.sources, per.candidates, samples, values)
+    evidence, problems = _evidence(key, per, samples, values)
+    for model, why in problems.items():
+        logger.warning("%s: %s", model, why)
+    return evidence
 
 
 def _cells_outcome(samples: Callable[[str], pd.DataFrame], row: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]:
     """One cell's per-image outcome (``robust``, ``correct`` or a per-image score) with the cell each image shows."""
+    from robustbench_wbc.report.ensemble import robust_outcome
+
     s = samples(row["cell_id"])
     if column == "correct":
         values = (s["clean_pred"] == s["label"]).to_numpy(float)
+    elif column == "robust":
+        values = robust_outcome(s).to_numpy(float)
     else:
         values = s[column].to_numpy(float)
     stream = cell_stream(row["split"])
     return np.array([f"{stream}#{i}" for i in s["index"].to_numpy()]), values
 
 
-def _evidence(key: str, per_seed: pd.DataFrame, sources: dict[str, pd.DataFrame], candidates: dict[str, list[str]],
-              samples: Callable[[str], pd.DataFrame], values: pd.Series) -> dict[str, Evidence] | None:
-    """The per-image outcomes behind each model's ranking number, or ``None`` where they cannot be read or
-    do not give the number back (then the board ranks by intervals, and says so)."""
-    out = {}
-    try:
-        for model, seeds in per_seed[key].dropna().groupby(level="model"):
-            per = []
+def _evidence(key: str, per: PerSeed, samples: Callable[[str], pd.DataFrame], values: pd.Series
+              ) -> tuple[dict[str, Evidence], dict[str, str]]:
+    """The per-image outcomes behind each model's number ``key``, and for the models whose outcomes cannot
+    be read or do not give their number back, why (the leaderboard then ranks by intervals and says so).
+
+    For a worst case, each seed's outcomes are those of the column (attack, or ensemble) that gave that
+    seed's worst case on all the images; the bootstrap keeps that column fixed across its replicates.
+    """
+    out, problems = {}, {}
+    per_seed = per.values
+    for model, seeds in per_seed[key].dropna().groupby(level="model"):
+        try:
+            rows_per_seed = []
             for _, seed in seeds.index:
                 col = key
                 if key.startswith("worst_robust_acc"):  # the attack (or ensemble) that gave this seed's worst case
-                    cands = [c for c in candidates[key] if not np.isnan(per_seed.at[(model, seed), c])]
+                    cands = [c for c in per.candidates[key] if not np.isnan(per_seed.at[(model, seed), c])]
                     col = min(cands, key=lambda c: per_seed.at[(model, seed), c])
-                rows = sources[col]
+                rows = per.sources[col]
                 rows = rows[(rows["model"] == model) & (rows["model_seed"] == seed)]
                 if key.startswith("nucleus_dice_adv"):  # the attack cell with the lowest Dice
                     rows = rows.sort_values("value", kind="stable").iloc[:1]
                     splits = [_cells_outcome(samples, rows.iloc[0], "adv_nucleus_dice")]
-                elif key == "clean_acc_ood":
+                elif key in ("clean_acc_ood", "clean_acc_id"):
                     splits = [_cells_outcome(samples, r, "correct") for _, r in rows.iterrows()]
-                elif col.startswith("ensemble@"):  # robust under every attack of that eps: per split, all of them
+                elif col.startswith("ensemble@"):  # robust under every attack of the group: per split, all of them
                     splits = []
                     for _, grp in rows.groupby(["split", "n"], sort=True):
                         parts = [_cells_outcome(samples, r, "robust") for _, r in grp.iterrows()]
                         splits.append((parts[0][0], np.logical_and.reduce([p[1] > 0 for p in parts]).astype(float)))
                 else:
                     splits = [_cells_outcome(samples, r, "robust") for _, r in rows.iterrows()]
-                per.append(tuple(splits))
-            ev = Evidence(tuple(per))
-            if not np.isclose(ev.value(), values.get(model, np.nan), atol=1e-9):
-                logger.info("ranking: the per-sample outcomes of %s give %.6g, not its %s %.6g; ranking by intervals",
-                            model, ev.value(), key, values.get(model))
-                return None
-            out[model] = ev
-    except (OSError, KeyError, ValueError) as exc:  # per-sample outcomes missing or unreadable
-        logger.info("ranking by intervals: the per-sample outcomes could not be read (%s)", exc)
-        return None
-    return out
+                rows_per_seed.append(tuple(splits))
+            ev = Evidence(tuple(rows_per_seed))
+        except (OSError, KeyError, ValueError, IndexError) as exc:  # per-sample outcomes missing or unreadable
+            problems[model] = f"its per-sample outcomes could not be read ({exc})"
+            continue
+        if not np.isclose(ev.value(), values.get(model, np.nan), rtol=0, atol=1e-6):  # float32 scores: ~1e-7
+            problems[model] = (f"its per-sample outcomes give {100 * ev.value():.2f} %, not the table's "
+                               f"{100 * values.get(model, np.nan):.2f} %")
+            continue
+        out[model] = ev
+    return out, problems
 
 
 def _independent_images(clean: pd.DataFrame, attacked: pd.DataFrame, key: str, index: pd.Index) -> pd.Series:
@@ -457,6 +499,8 @@ def fmt(v: object, col: str, sd: object = None) -> str:
         v = float(v)
         if np.isnan(v):
             return "–"
+        if col in COUNT_COLUMNS:  # a count made float by a missing value elsewhere in its column
+            return f"{v:.0f}"
         if col in EPS_COLUMNS:
             return eps_label(v, EPS_COLUMNS[col])
         text = f"{100 * v:+.1f}" if col == "effective_robustness" else f"{100 * v:.1f}"
@@ -507,7 +551,7 @@ def legend(board: pd.DataFrame) -> list[str]:
     by = board.attrs.get("by")
     out = []
     if by in BY_TEXT:
-        out.append(f"Ranked by {BY_TEXT[by]}; {board.attrs.get('rank_method', FALLBACK_METHOD)}; "
+        out.append(f"Ranked by {BY_TEXT[by]}; {board.attrs.get('rank_method', '')}; "
                    "`n=` marks a rank that two or more models share.")
     out += [n[0].upper() + n[1:] for n in board.attrs.get("notes", [])]
     return out

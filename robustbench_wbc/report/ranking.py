@@ -10,10 +10,15 @@ each pair of models is compared on the per-image outcomes behind the ranking num
   so an image of ``ood-lab-b`` and the same index of ``ood-stain-b`` are one cell) are resampled
   with replacement, the **same resample for every model** (a paired, cluster bootstrap);
 * a model with several training seeds has its seeds resampled too, within the model, in the same
-  replicate (a hierarchical bootstrap: seeds × cells), so the spread between trainings counts;
-* the statistic is the ranking number itself, recomputed on each replicate: the mean over the
-  model's seeds of the mean over its splits of the per-image outcome (robust or not, correct or
-  not, Dice).
+  replicate (a hierarchical bootstrap: seeds × cells), so the spread between trainings counts; each
+  seed's deviation from the mean is scaled by √(k/(k−1)) first, so that k seeds drawn with
+  replacement vary as much as k independent trainings (with two seeds, plain resampling halves
+  the variance), and each model draws its seeds from a stream of its own;
+* the statistic is the ranking number, recomputed on each replicate: the mean over the model's
+  seeds of the mean over its splits of the per-image outcome (robust or not, correct or not,
+  Dice). For a worst case over attacks, each seed's outcomes are those of the attack (or the
+  per-image ensemble) that gave that seed's worst case on all the images, held fixed across
+  replicates (exact where the ensemble ran: it is the per-image worst case).
 
 Model A is *ahead of* model B when the 2.5 % quantile of A − B over :data:`BOOTSTRAP` replicates is
 above 0 (a one-sided 97.5 % paired test; no correction for the many pairs, so read a rank as
@@ -25,6 +30,7 @@ over the same replicates.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +41,8 @@ ALPHA = 0.05
 
 METHOD = ("rank = 1 + the number of models ahead of it at 95 % confidence, compared paired on the same cells "
           f"(a paired bootstrap over cells, {BOOTSTRAP:,} resamples; for a model with several training seeds its seeds "
-          "are resampled too: a hierarchical bootstrap over seeds and cells; OOD splits that hold the same cells "
-          "are resampled by cell); no correction for multiple comparisons")
+          "are resampled too, their spread scaled by √(k/(k−1)): a hierarchical bootstrap over seeds and cells; OOD "
+          "splits that hold the same cells are resampled by cell); no correction for multiple comparisons")
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,15 @@ def replicates(evidence: dict[str, Evidence], rng_seed: int = SEED, n: int = BOO
             per_seed.append(np.nanmean(np.vstack(rows), axis=0))
         t = np.vstack(per_seed)  # seeds × replicates
         k = len(t)
-        if k > 1:  # the seeds resampled within the model, in the same replicate
-            pick = rng.integers(0, k, size=(n, k))
+        if k > 1:
+            # the seeds resampled within the model, in the same replicate, from the model's own stream (so a
+            # model's interval does not depend on which other models are compared); each seed's deviation from
+            # the replicate's mean is first scaled by √(k/(k−1)), so that the mean of k seeds drawn with
+            # replacement varies as s²/k, not (k−1)/k · s²/k (half of it with two seeds)
+            own = np.random.default_rng([rng_seed, zlib.crc32(str(m).encode())])
+            centre = t.mean(axis=0)
+            t = centre + (t - centre) * np.sqrt(k / (k - 1))
+            pick = own.integers(0, k, size=(n, k))
             stats[m] = t[pick, np.arange(n)[:, None]].mean(axis=1)
         else:
             stats[m] = t[0]

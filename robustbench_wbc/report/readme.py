@@ -46,7 +46,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from robustbench_wbc.bench.results import PROVENANCE, open_results
+from robustbench_wbc.bench.results import PROVENANCE, ResultsError, open_results
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = ("README.md", "results/README.md", "benchmarks/README.md")
@@ -208,7 +208,11 @@ def render(text: str, root: Path = ROOT, where: str = "") -> str:
         end = text.find(END, m.end())
         if end < 0:
             raise SectionError(f"{where}: the section `{m.group('spec')}` has no {END} after it")
-        out += [text[pos:m.end()], render_section(m.group("spec"), root)]
+        try:
+            rendered = render_section(m.group("spec"), root)
+        except (SectionError, ResultsError, OSError) as exc:
+            raise SectionError(f"{where}: section `{m.group('spec')}`: {exc}") from None
+        out += [text[pos:m.end()], rendered]
         pos = end
     out.append(text[pos:])
     return "".join(out)
@@ -223,15 +227,19 @@ def sections(text: str) -> list[tuple[str, str]]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, root: Path = ROOT, documents: tuple[str, ...] = DOCUMENTS) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="compare only; exit 1 naming the sections that differ")
     args = ap.parse_args(argv)
     stale = []
-    for name in DOCUMENTS:
-        path = ROOT / name
+    for name in documents:
+        path = root / name
         text = path.read_text()
-        new = render(text, ROOT, name)
+        try:
+            new = render(text, root, name)
+        except (SectionError, ResultsError, OSError) as exc:  # a section that cannot be rendered: say which, exit 1
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 1
         if new != text:
             stale += [f"{name}: {spec}" for (spec, old), (_, now) in zip(sections(text), sections(new)) if old != now]
             if not args.check:

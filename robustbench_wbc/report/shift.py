@@ -33,8 +33,9 @@ Three rules keep the fit from being an artefact:
   than :data:`MIN_BASELINES` standard-trained models; in-distribution accuracy *saturated*, i.e.
   the baselines' transformed ID values spread less than :data:`SATURATION_NOISE` times their own
   sampling noise (their sample sd against the root mean square of the delta-method standard error,
-  ``1/√(n p̃(1 − p̃))`` on the logit axis); or ``R²`` below :data:`R2_MIN`. The leaderboard then
-  shows ``–`` with the reason in its legend, never a residual.
+  ``1/√(n p̃(1 − p̃))`` on the logit axis, ``n`` the images of one seed: a model's seeds are scored on
+  the same images); or ``R²`` below :data:`R2_MIN`. No residual is given then, in any view: the
+  leaderboard shows ``–`` with the reason in its legend.
 
 Corruption error
 ----------------
@@ -166,7 +167,8 @@ def effective_robustness(table: pd.DataFrame, metric: str = "accuracy", transfor
     ``predicted_ood = T⁻¹(slope · T(id) + intercept)``; ``residual = ood − predicted_ood`` (smoothed
     values, in the metric's own units: the effective robustness, positive above the line) and
     ``residual_transformed`` the same on the fitted axis. Every model with both numbers gets them,
-    baselines and adversarially trained ones alike.
+    baselines and adversarially trained ones alike, where the fit is ``determined``; where it is not,
+    all three are NaN (the fit's line is still reported, with the reason).
 
     Gives ``(fit, per_model)``: ``fit`` a dict with ``slope``, ``intercept``, ``r2`` (on the
     baselines, on the transformed axis; NaN when they all have the same OOD value), ``n_models``
@@ -201,7 +203,7 @@ def effective_robustness(table: pd.DataFrame, metric: str = "accuracy", transfor
     both = both.assign(id_s=smoothed(both["k_id"], both["n_id"]), ood_s=smoothed(both["k_ood"], both["n_ood"]))
     g = both.groupby(level="model")
     per_model = pd.DataFrame({"id": g["value_id"].mean(), "ood": g["value_ood"].mean(), "id_s": g["id_s"].mean(),
-                              "ood_s": g["ood_s"].mean(), "n_id": g["n_id"].sum(), "seeds": g.size(),
+                              "ood_s": g["ood_s"].mean(), "n_id": g["n_id"].mean(), "seeds": g.size(),
                               "ood_splits": g["splits_ood"].max()})
     info = _model_info(table, per_model.index)
     per_model["family"] = info.get("family")
@@ -229,6 +231,8 @@ def effective_robustness(table: pd.DataFrame, metric: str = "accuracy", transfor
         per_model["predicted_ood"] = per_model["residual"] = per_model["residual_transformed"] = np.nan
     fit["reason"] = _undetermined(fit, base, x, kind, id_role)
     fit["determined"] = not fit["reason"]
+    if not fit["determined"]:  # a line that cannot carry a residual gives none, in any format
+        per_model["predicted_ood"] = per_model["residual"] = per_model["residual_transformed"] = np.nan
     per_model = per_model.rename_axis("model").reset_index()
     per_model["seeds"] = per_model["seeds"].astype(int)
     per_model["ood_splits"] = per_model["ood_splits"].astype(int)
