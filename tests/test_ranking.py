@@ -215,3 +215,26 @@ def test_rows_are_in_rank_order():
     noisy = [rng.random(2000) < p for p in (0.95, 0.35)]
     board = _board({"hi": [firm_hi, firm_hi], "lo": [firm_lo, firm_lo], "noisy": noisy})
     assert board["rank"].is_monotonic_increasing
+
+
+def test_real_cells_rank_by_balanced_accuracy_paired():
+    """Real sets are mostly neutrophils: the ranking reads balanced accuracy, and its paired evidence (each image
+    weighted by 1/(its class's images × classes)) gives the table's number back."""
+    import torch
+
+    from robustbench_wbc.metrics import balanced_accuracy
+
+    rng = np.random.default_rng(11)
+    labels = np.r_[np.zeros(80, int), np.ones(15, int), np.full(5, 2)]
+    rows, samples = [], {}
+    for model, p in (("a", 0.9), ("b", 0.5)):
+        right = rng.random(len(labels)) < p
+        bal = balanced_accuracy(torch.tensor(right), torch.tensor(labels))
+        for metric, value in (("accuracy", right.mean()), ("balanced_accuracy", bal)):
+            r = _cell(model, CLEAN, float(value), n=len(labels), split="zheng2018:all", metric=metric)
+            rows.append(r)
+        samples[r["cell_id"]] = pd.DataFrame({"index": np.arange(len(labels)), "label": labels,
+                                              "clean_pred": np.where(right, labels, (labels + 1) % 3)})
+    board = leaderboard(pd.DataFrame(rows), samples=samples.__getitem__)
+    assert board.attrs["by"] == "real" and "compared paired" in board.attrs["rank_method"]
+    assert board["model"].tolist() == ["a", "b"]

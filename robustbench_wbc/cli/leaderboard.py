@@ -36,9 +36,10 @@ def leaderboard(
     write: Annotated[Path | None, typer.Option(help="Also write it to this file.")] = None,
     by_class: Annotated[bool, typer.Option(
         help="Instead, per class (ID and OOD): clean accuracy, nucleus Dice and cytoplasm Dice.")] = False,
-    by: Annotated[str | None, typer.Option(metavar="linf|l2|ood|seg|seg-l2",
+    by: Annotated[str | None, typer.Option(metavar="linf|l2|ood|seg|seg-l2|real",
         help="Rank by the worst robust accuracy under L∞ (default when L∞ attacks ran) or L2 attacks, by clean "
-             "OOD accuracy, or by nucleus Dice under L∞ (seg) or L2 (seg-l2) attacks on the masks. Models are "
+             "OOD accuracy, by nucleus Dice under L∞ (seg) or L2 (seg-l2) attacks on the masks, or by balanced "
+             "accuracy on real cells (real). Models are "
              "compared paired on the same images; one not shown behind another at 95 % shares its rank.")] = None,
     shift: Annotated[bool, typer.Option(
         help="Instead, distribution shift: the ID→OOD line of the standard-trained models with each model's "

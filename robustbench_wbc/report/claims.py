@@ -151,6 +151,23 @@ def claim_markdown(results, claim: str) -> str:
     raise ValueError(f"unknown claim {claim!r}; expected one of {', '.join(CLAIMS)}")
 
 
+CLAIM_TEXT = {"ood": "out of distribution, multitask (B) against classifier or data control (A)",
+              "id": "in distribution, multitask (B) against classifier or data control (A)",
+              "basophil": "basophil nucleus Dice, multitask (B) against U-Net (A), in and out of distribution",
+              "attack": "worst robust accuracy L∞, multitask (B) against classifier (A)"}
+
+
+def claims_summary_markdown(results) -> str:
+    """One line per claim: how many of its comparisons show B ahead, A ahead, or no difference."""
+    lines = []
+    for claim in CLAIMS:
+        body = claim_markdown(results, claim)
+        counts = [line for line in body.splitlines() if line.startswith("Of ")]
+        lines.append(f"- {CLAIM_TEXT[claim]}: " + " ".join(c[0].lower() + c[1:] for c in counts) if counts
+                     else f"- {CLAIM_TEXT[claim]}: no comparison in the table.")
+    return "\n".join(lines) + "\n"
+
+
 def seed_spread_markdown(results, key: str = "clean_acc_ood") -> str:
     """Renders each model's ``key`` per training seed, with the spread between seeds (max − min, points)."""
     from robustbench_wbc.report.leaderboard import per_seed_numbers
@@ -173,5 +190,5 @@ def seed_spread_markdown(results, key: str = "clean_acc_ood") -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CLAIMS", "SEED_KEYS", "claim_markdown", "claim_table", "class_dice_evidence", "comparisons",
-           "seed_spread_markdown"]
+__all__ = ["CLAIMS", "SEED_KEYS", "claim_markdown", "claim_table", "claims_summary_markdown", "class_dice_evidence",
+           "comparisons", "seed_spread_markdown"]

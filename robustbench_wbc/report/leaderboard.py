@@ -26,15 +26,16 @@ __all__ = ["BY", "COORDS", "HEADERS", "SEED_KEYS", "current_rows", "eps_label", 
 NORM_TEXT = {"linf": "L∞", "l2": "L2"}
 SUFFIX = {"linf": "", "l2": "_l2"}  # the per-norm columns: worst_robust_acc (L∞), worst_robust_acc_l2, …
 
-BY = ("linf", "l2", "ood", "seg", "seg-l2")
+BY = ("linf", "l2", "ood", "seg", "seg-l2", "real")
 # the number each ranking reads
 BY_KEY = {"linf": "worst_robust_acc", "l2": "worst_robust_acc_l2", "ood": "clean_acc_ood",
-          "seg": "nucleus_dice_adv", "seg-l2": "nucleus_dice_adv_l2"}
+          "seg": "nucleus_dice_adv", "seg-l2": "nucleus_dice_adv_l2", "real": "real_balanced_acc"}
 BY_TEXT = {"linf": "the worst robust accuracy under L∞ attacks at the largest L∞ eps",
            "l2": "the worst robust accuracy under L2 attacks at the largest L2 eps",
            "ood": "clean accuracy out of distribution (mean over the OOD splits)",
            "seg": "nucleus Dice under L∞ attacks on the masks at the largest L∞ eps",
-           "seg-l2": "nucleus Dice under L2 attacks on the masks at the largest L2 eps"}
+           "seg-l2": "nucleus Dice under L2 attacks on the masks at the largest L2 eps",
+           "real": "balanced accuracy on real cells (mean over the real splits)"}
 FALLBACK_METHOD = ("without per-sample outcomes to compare models on the same images ({why}): rank = 1 + the "
                    "number of models whose 95 % interval lies wholly above its own (Wilson's over the images with one "
                    "training seed, mean ± t·sd/√k over k ≥ 2 seeds)")
@@ -163,7 +164,10 @@ def leaderboard(table: pd.DataFrame, ensemble_rows: pd.DataFrame | None = None, 
     if "model_params" in table:
         board["params"] = models["model_params"]
 
-    by = by or ("linf" if "linf" in top_eps else "l2" if "l2" in top_eps else "ood")
+    if by is None:
+        no_ood = "clean_acc_ood" not in board or board["clean_acc_ood"].isna().all()
+        by = ("linf" if "linf" in top_eps else "l2" if "l2" in top_eps
+              else "real" if no_ood and "real_balanced_acc" in board else "ood")
     key = BY_KEY[by]
     if key not in board:
         need = "an attack of that norm" if by in ("linf", "l2") else "the splits it needs" if by == "ood" \
@@ -271,6 +275,7 @@ def per_seed_numbers(current: pd.DataFrame, ensemble_rows: pd.DataFrame | None =
     if (clean["role"] == REAL).any():  # the sim-to-real gap: real cells, for models trained on generated ones
         per_seed["real_acc"] = mean_of(clean, "accuracy", REAL)
         per_seed["real_balanced_acc"] = mean_of(clean, "balanced_accuracy", REAL)
+        sources["real_balanced_acc"] = clean[(clean["metric"] == "balanced_accuracy") & (clean["role"] == REAL)]
         for part in ("nucleus", "cytoplasm"):
             per_seed[f"{part}_dice_real"] = mean_of(clean, f"{part}_dice", REAL)
     seg_adv = attacked[(attacked["metric"] == "nucleus_dice") & (attacked["role"] == "test")
@@ -343,6 +348,10 @@ def _cells_outcome(samples: Callable[[str], pd.DataFrame], row: pd.Series, colum
     s = samples(row["cell_id"])
     if column == "correct":
         values = (s["clean_pred"] == s["label"]).to_numpy(float)
+    elif column == "balanced":  # each image weighted by 1/(its class's images × classes): their mean is the
+        labels = s["label"].to_numpy()  # balanced accuracy, and a resample's weighted mean estimates it
+        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        values = (s["clean_pred"] == s["label"]).to_numpy(float) * len(labels) / (len(classes) * counts[inverse])
     elif column == "robust":
         values = robust_outcome(s).to_numpy(float)
     else:
@@ -376,6 +385,8 @@ def _evidence(key: str, per: PerSeed, samples: Callable[[str], pd.DataFrame], va
                     splits = [_cells_outcome(samples, rows.iloc[0], "adv_nucleus_dice")]
                 elif key in ("clean_acc_ood", "clean_acc_id"):
                     splits = [_cells_outcome(samples, r, "correct") for _, r in rows.iterrows()]
+                elif key == "real_balanced_acc":
+                    splits = [_cells_outcome(samples, r, "balanced") for _, r in rows.iterrows()]
                 elif col.startswith("ensemble@"):  # robust under every attack of the group: per split, all of them
                     splits = []
                     for _, grp in rows.groupby(["split", "n"], sort=True):
@@ -404,6 +415,8 @@ def _independent_images(clean: pd.DataFrame, attacked: pd.DataFrame, key: str, i
     """
     if key == "clean_acc_ood":
         sel = clean[(clean["metric"] == "accuracy") & (clean["role"] == "ood")]
+    elif key == "real_balanced_acc":
+        sel = clean[(clean["metric"] == "accuracy") & (clean["role"] == REAL)]
     elif key.startswith("nucleus_dice_adv"):
         sel = clean[(clean["metric"] == "nucleus_dice") & (clean["role"] == "test")]
     else:

@@ -24,6 +24,8 @@ section that differs (the test suite runs the same comparison). What may be rend
     the cross-task matrix of ``DIR``'s multitask models.
 ``claim DIR name=ood|id|basophil|attack``
     one of the mission's claims as paired comparisons (:mod:`robustbench_wbc.report.claims`).
+``claims-summary DIR``
+    one line per claim: how many of its comparisons show either model ahead, or no difference.
 ``seeds DIR [key=clean_acc_ood]``
     each model's leaderboard number ``key`` per training seed, and the spread between seeds.
 ``attacks DIR [target=cls] [metrics=robust_accuracy,…] [eps=8/255] [attacks=a,b,…]``
@@ -124,6 +126,12 @@ def _claim(directory: Path, kw: dict[str, str]) -> str:
     return provenance_line(directory) + "\n" + claim_markdown(open_results(directory), kw["name"])
 
 
+def _claims_summary(directory: Path, kw: dict[str, str]) -> str:
+    from robustbench_wbc.report.claims import claims_summary_markdown
+
+    return provenance_line(directory) + "\n" + claims_summary_markdown(open_results(directory))
+
+
 def _seeds(directory: Path, kw: dict[str, str]) -> str:
     from robustbench_wbc.report.claims import seed_spread_markdown
 
@@ -184,7 +192,8 @@ def _bench(directory: Path, kw: dict[str, str]) -> str:
 
 SECTIONS: dict[str, Callable[[Path, dict[str, str]], str]] = {
     "provenance": _provenance, "leaderboard": _leaderboard, "shift": _shift, "cross-task": _cross_task,
-    "claim": _claim, "seeds": _seeds, "bench": _bench, "attacks": _attacks, "finetune": _finetune}
+    "claim": _claim, "claims-summary": _claims_summary, "seeds": _seeds, "bench": _bench, "attacks": _attacks,
+    "finetune": _finetune}
 
 
 def render_section(spec: str, root: Path = ROOT) -> str:
