@@ -51,6 +51,7 @@ def test_publish_writes_the_table_the_samples_and_where_they_come_from(published
     p = json.loads((published / "provenance.json").read_text())
     table = ResultStore(store_copy).table()
     assert p["commits"] == [CLEAN_SHA] and p["cells"] == table["cell_id"].nunique()
+    assert p["cells_per_commit"] == {CLEAN_SHA: table["cell_id"].nunique()}
     assert p["command"] == "wbc-robust run --models tiny_cls" and "cores of" in p["machine"]
     back = open_results(published)
     assert isinstance(back, TableResults)

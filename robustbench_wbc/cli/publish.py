@@ -47,7 +47,8 @@ def publish(
     if log.is_file():
         runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     commands = list(dict.fromkeys(r["command"] for r in runs))
-    shas = table["git_sha"].astype(object).fillna("").astype(str).replace("", "unknown").value_counts().sort_index()
+    cells = table.drop_duplicates("cell_id")
+    shas = cells["git_sha"].astype(object).fillna("").astype(str).replace("", "unknown").value_counts().sort_index()
     when = table["finished_at"]
     provenance = {
         "date": f"{when.min():%Y-%m-%d %H:%M} – {when.max():%Y-%m-%d %H:%M} UTC",
